@@ -29,9 +29,7 @@ class Kind(enum.Enum):
 @icontract.ensure(lambda text, result: not result or len(text) == ULID_LENGTH)
 def is_ulid(text: str) -> bool:
     """ULID text: 26 Crockford characters, the first at most '7' (48-bit timestamp)."""
-    return (
-        len(text) == ULID_LENGTH and all(c in CROCKFORD for c in text) and text[0] in "01234567"
-    )
+    return len(text) == ULID_LENGTH and all(c in CROCKFORD for c in text) and text[0] in "01234567"
 
 
 @icontract.ensure(lambda kind, text, result: not result or text.startswith(kind.value + "_"))

@@ -1,0 +1,550 @@
+"""Use cases: each composes authorization, oversight and the lifecycles for one operation.
+
+Rule 1: every function takes the acting key and the current values, and returns new values
+        plus the events to persist; the shell stores them in one transaction. A raised
+        MultimailError means nothing is to be stored.
+Rule 2: the order of checks is fixed: authorization (P6), mailbox status (P11), oversight
+        (P1-P5), suppression (P14). The first failing check raises.
+Rule 3: the shell never decides anything these functions decide; it only loads and stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import icontract
+
+from multimail_core import approval as approvals
+from multimail_core import authorization as authz
+from multimail_core import inbound, mailbox, outbound, oversight, reputation
+from multimail_core.addresses import Address
+from multimail_core.authorization import (
+    OPERATIONS,
+    Key,
+    can_lower_autonomy,
+    can_raise_autonomy,
+    is_overseer,
+)
+from multimail_core.errors import (
+    InvalidValue,
+    MailboxUnavailable,
+    OversightDenied,
+    RecipientSuppressed,
+)
+from multimail_core.events import (
+    Event,
+    MailboxDemoted,
+    MessageHeld,
+    MessageQueued,
+    MessageReceived,
+    MessageScheduled,
+    ReputationWarned,
+    UpgradeRequested,
+)
+from multimail_core.modes import OversightMode, is_raise, rank
+
+MAX_RECIPIENTS = 50
+
+
+def _require(key: Key, operation: str, box: mailbox.Mailbox) -> None:
+    authz.require(authz.Request(key, OPERATIONS[operation], box.account_id, box.id))
+
+
+# --- sending ----------------------------------------------------------------------------
+
+
+@icontract.invariant(lambda self: len(self.to) + len(self.cc) + len(self.bcc) > 0)
+@dataclass(frozen=True)
+class Draft:
+    to: tuple[Address, ...]
+    subject: str
+    body_text: str
+    cc: tuple[Address, ...] = ()
+    bcc: tuple[Address, ...] = ()
+    body_html: str | None = None
+    send_at: int | None = None
+
+    @property
+    def recipients(self) -> tuple[Address, ...]:
+        return self.to + self.cc + self.bcc
+
+
+@dataclass(frozen=True)
+class NewIds:
+    """Ids minted by the shell for whatever the operation may create."""
+
+    message_id: str
+    approval_id: str
+    thread_id: str
+
+
+@dataclass(frozen=True)
+class Submission:
+    decision: oversight.Decision
+    message: outbound.Outbound
+    approval: approvals.Approval | None
+    events: tuple[Event, ...]
+
+
+@icontract.ensure(lambda result: result.verdict is not oversight.Verdict.DENY)
+def check_send(
+    box: mailbox.Mailbox,
+    key: Key,
+    draft: Draft,
+    *,
+    suppressed: frozenset[str],
+    reply: bool = False,
+) -> oversight.Decision:
+    """Every check of a send, nothing created: what ``dry_run`` answers.
+
+    :raises NotPermitted: when the key may not send from this mailbox.
+    :raises MailboxUnavailable: when the mailbox is suspended or decommissioned.
+    :raises OversightDenied: when the oversight table denies (read_only).
+    :raises RecipientSuppressed: when a recipient is on the suppression list.
+    :raises InvalidValue: for more than MAX_RECIPIENTS recipients.
+    """
+    _require(key, "messages.send", box)
+    if not mailbox.can_send(box):
+        raise MailboxUnavailable(f"mailbox is {box.status.value}; it cannot send")
+    if len(draft.recipients) > MAX_RECIPIENTS:
+        raise InvalidValue("to", f"at most {MAX_RECIPIENTS} recipients")
+    action = oversight.Action.REPLY if reply else oversight.Action.SEND
+    decision = oversight.decide(
+        oversight.Request(box.mode, action, draft.recipients, box.allowlist)
+    )
+    if decision.verdict is oversight.Verdict.DENY:
+        raise OversightDenied(decision.rule, decision.reason)
+    blocked = reputation.suppressed_recipients([str(a) for a in draft.recipients], suppressed)
+    if blocked:
+        raise RecipientSuppressed(blocked)
+    return decision
+
+
+@icontract.ensure(
+    lambda result: (
+        (result.approval is None) == (result.decision.verdict is oversight.Verdict.ALLOW)
+    ),
+    "held exactly when the table says hold",
+)
+@icontract.ensure(
+    lambda box, result: (
+        box.mode not in (OversightMode.READ_ONLY, OversightMode.GATED_ALL)
+        or result.message.status is outbound.Status.PENDING_APPROVAL
+    ),
+    "P1/P2",
+)
+@icontract.ensure(lambda result: result.message.handoffs == 0)
+@icontract.ensure(lambda result: len(result.events) == 1, "P12")
+def submit(
+    box: mailbox.Mailbox,
+    key: Key,
+    draft: Draft,
+    ids: NewIds,
+    *,
+    suppressed: frozenset[str],
+    now: int,
+    reply: bool = False,
+) -> Submission:
+    """Create an outbound message: held for review, scheduled, or queued for delivery.
+
+    :raises NotPermitted: when the key may not send from this mailbox.
+    :raises MailboxUnavailable: when the mailbox is suspended or decommissioned.
+    :raises OversightDenied: when the oversight table denies (read_only).
+    :raises RecipientSuppressed: when a recipient is on the suppression list.
+    :raises InvalidValue: for more than MAX_RECIPIENTS recipients.
+    """
+    decision = check_send(box, key, draft, suppressed=suppressed, reply=reply)
+    held = decision.verdict is oversight.Verdict.HOLD
+    later = draft.send_at is not None and draft.send_at > now
+    status = (
+        outbound.Status.PENDING_APPROVAL
+        if held
+        else outbound.Status.SCHEDULED
+        if later
+        else outbound.Status.QUEUED
+    )
+    message = outbound.Outbound(
+        id=ids.message_id,
+        mailbox_id=box.id,
+        account_id=box.account_id,
+        thread_id=ids.thread_id,
+        created_by=key.id,
+        recipients=tuple(str(a) for a in draft.recipients),
+        subject=draft.subject,
+        body_text=draft.body_text,
+        body_html=draft.body_html,
+        status=status,
+        monitored=decision.monitor_copy,
+        created_at=now,
+        send_at=draft.send_at,
+        approval_id=ids.approval_id if held else None,
+        next_attempt_at=None if held else (draft.send_at if later else now),
+    )
+    if not held:
+        event: Event = (
+            MessageScheduled(box.id, message.id, draft.send_at or now)
+            if later
+            else MessageQueued(box.id, message.id)
+        )
+        return Submission(decision, message, None, (event,))
+    approval = approvals.Approval(
+        id=ids.approval_id,
+        account_id=box.account_id,
+        mailbox_id=box.id,
+        message_id=message.id,
+        direction=approvals.Direction.OUTBOUND,
+        created_by=key.id,
+        original=approvals.Content(draft.subject, draft.body_text, draft.body_html),
+        created_at=now,
+    )
+    held_event = MessageHeld(box.id, message.id, approval.id, "outbound")
+    return Submission(decision, message, approval, (held_event,))
+
+
+# --- receiving --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Receipt:
+    decision: oversight.Decision
+    message: inbound.Inbound
+    approval: approvals.Approval | None
+    events: tuple[Event, ...]
+
+
+@icontract.ensure(
+    lambda box, result: (
+        box.mode is not OversightMode.GATED_ALL or not inbound.is_visible(result.message)
+    ),
+    "P3",
+)
+@icontract.ensure(
+    lambda result: (
+        not any(isinstance(e, MessageReceived) for e in result.events)
+        or inbound.is_visible(result.message)
+    ),
+    "P3: the agent is told only of visible mail",
+)
+@icontract.ensure(lambda result: len(result.events) == 1, "P12")
+def receive(
+    box: mailbox.Mailbox,
+    *,
+    sender: str,
+    subject: str,
+    body_text: str,
+    kind: inbound.Kind,
+    ids: NewIds,
+    now: int,
+) -> Receipt:
+    """Store an inbound message: visible to the agent, or held for review (gated_all).
+
+    :raises MailboxUnavailable: when the mailbox is decommissioned (P11).
+    """
+    if not mailbox.can_receive(box):
+        raise MailboxUnavailable("mailbox is decommissioned; it receives nothing")
+    decision = oversight.decide(oversight.Request(box.mode, oversight.Action.INBOUND))
+    held = decision.verdict is oversight.Verdict.HOLD
+    message = inbound.Inbound(
+        id=ids.message_id,
+        mailbox_id=box.id,
+        account_id=box.account_id,
+        thread_id=ids.thread_id,
+        sender=sender,
+        subject=subject,
+        kind=kind,
+        status=inbound.Status.PENDING_INBOUND_APPROVAL if held else inbound.Status.UNREAD,
+        received_at=now,
+        approval_id=ids.approval_id if held else None,
+    )
+    if not held:
+        return Receipt(
+            decision, message, None, (MessageReceived(box.id, message.id, ids.thread_id),)
+        )
+    approval = approvals.Approval(
+        id=ids.approval_id,
+        account_id=box.account_id,
+        mailbox_id=box.id,
+        message_id=message.id,
+        direction=approvals.Direction.INBOUND,
+        created_by=None,
+        original=approvals.Content(subject, body_text, None),
+        created_at=now,
+    )
+    held_event = MessageHeld(box.id, message.id, approval.id, "inbound")
+    return Receipt(decision, message, approval, (held_event,))
+
+
+@icontract.require(lambda box, message: message.mailbox_id == box.id)
+@icontract.ensure(lambda result: inbound.is_visible(result[0]))
+def read(
+    box: mailbox.Mailbox, key: Key, message: inbound.Inbound, *, now: int
+) -> tuple[inbound.Inbound, tuple[Event, ...]]:
+    """Open a message: unread becomes read; a held message is not readable (P3).
+
+    :raises NotPermitted: when the key may not read this mailbox, or the message is held.
+    """
+    _require(key, "messages.read", box)
+    decision = oversight.decide(
+        oversight.Request(
+            box.mode, oversight.Action.READ, message_held=not inbound.is_visible(message)
+        )
+    )
+    if decision.verdict is not oversight.Verdict.ALLOW:
+        raise OversightDenied(decision.rule, decision.reason)
+    if message.status is inbound.Status.UNREAD:
+        return inbound.apply(message, inbound.MarkRead(), now=now)
+    return message, ()
+
+
+# --- reviewing --------------------------------------------------------------------------
+
+Message = outbound.Outbound | inbound.Inbound
+
+
+@dataclass(frozen=True)
+class Decided:
+    approval: approvals.Approval
+    message: Message
+    events: tuple[Event, ...]
+
+
+@icontract.require(lambda approval, message: approval.message_id == message.id)
+@icontract.require(
+    lambda box, approval, message: approval.mailbox_id == box.id == message.mailbox_id
+)
+@icontract.ensure(lambda reviewer, result: result.approval.decided_by == reviewer.id)
+@icontract.ensure(
+    lambda box, result: (
+        not isinstance(result.message, outbound.Outbound)
+        or result.message.status is outbound.Status.REJECTED
+        or (mailbox.can_send(box) and box.mode is not OversightMode.READ_ONLY)
+    ),
+    "P2/P11: nothing is released from a read_only or inactive mailbox",
+)
+@icontract.ensure(
+    lambda approval, reviewer: approval.created_by != reviewer.id and is_overseer(reviewer),
+    "P1",
+)
+@icontract.ensure(lambda result: len(result.events) == 1, "P12")
+def decide(
+    box: mailbox.Mailbox,
+    reviewer: Key,
+    approval: approvals.Approval,
+    message: Message,
+    *,
+    approve: bool,
+    edits: approvals.Content | None = None,
+    reason: str = "",
+    suppressed: frozenset[str] = frozenset(),
+    now: int,
+) -> Decided:
+    """Approve (optionally with edits) or reject a held message, once.
+
+    Approving outbound mail re-checks what may have changed while it waited: the mailbox
+    must still be active and not read_only (P2, P11), no recipient suppressed (P14).
+
+    :raises NotPermitted: when the reviewer may not decide (P1, P6).
+    :raises IllegalTransition: when already decided, or the message is no longer held.
+    :raises MailboxUnavailable: when approving outbound mail of an inactive mailbox.
+    :raises OversightDenied: when approving outbound mail of a read_only mailbox.
+    :raises RecipientSuppressed: when approving outbound mail to a suppressed recipient.
+    """
+    _require(reviewer, "oversight.decide", box)
+    if approve and isinstance(message, outbound.Outbound):
+        _check_release(box, message, suppressed)
+    command: approvals.Command = (
+        approvals.Approve(reviewer, edits) if approve else approvals.Reject(reviewer, reason)
+    )
+    decided, _ = approvals.apply(approval, command, now=now)
+    new_message: Message
+    if isinstance(message, outbound.Outbound):
+        change = decided.edited
+        ocmd: outbound.Command = (
+            outbound.Approve(
+                approval.id,
+                reviewer.id,
+                change.subject if change else None,
+                change.body_text if change else None,
+                change.body_html if change else None,
+            )
+            if approve
+            else outbound.Reject(approval.id, reviewer.id, reason)
+        )
+        new_message, events = outbound.apply(message, ocmd, now=now)
+    else:
+        icmd: inbound.Command = (
+            inbound.Approve(approval.id, reviewer.id)
+            if approve
+            else inbound.Reject(approval.id, reviewer.id, reason)
+        )
+        new_message, events = inbound.apply(message, icmd, now=now)
+    return Decided(decided, new_message, events)
+
+
+def _check_release(
+    box: mailbox.Mailbox, message: outbound.Outbound, suppressed: frozenset[str]
+) -> None:
+    if not mailbox.can_send(box):
+        raise MailboxUnavailable(f"mailbox is {box.status.value}; it cannot send")
+    decision = oversight.decide(oversight.Request(box.mode, oversight.Action.RELEASE))
+    if decision.verdict is not oversight.Verdict.ALLOW:
+        raise OversightDenied(decision.rule, decision.reason)
+    blocked = reputation.suppressed_recipients(message.recipients, suppressed)
+    if blocked:
+        raise RecipientSuppressed(blocked)
+
+
+@icontract.require(lambda box, message: box.id == message.mailbox_id)
+@icontract.ensure(
+    lambda result: result[0].status in (outbound.Status.SENDING, outbound.Status.CANCELLED)
+)
+@icontract.ensure(
+    lambda box, result: (
+        result[0].status is outbound.Status.CANCELLED
+        or (mailbox.can_send(box) and box.mode is not OversightMode.READ_ONLY)
+    ),
+    "P2/P11",
+)
+@icontract.ensure(
+    lambda suppressed, result: (
+        result[0].status is outbound.Status.CANCELLED
+        or not reputation.suppressed_recipients(result[0].recipients, suppressed)
+    ),
+    "P14",
+)
+@icontract.ensure(lambda result: len(result[1]) == 1, "P12")
+def start_delivery(
+    box: mailbox.Mailbox,
+    message: outbound.Outbound,
+    *,
+    suppressed: frozenset[str],
+    now: int,
+) -> tuple[outbound.Outbound, tuple[Event, ...]]:
+    """Claim a due message for one attempt, or cancel it if it may no longer leave.
+
+    Checked again at the last moment because the mailbox may have been suspended,
+    decommissioned or made read_only, or a recipient suppressed, since it was queued.
+
+    :raises IllegalTransition: when the message is not queued or deferred.
+    """
+    try:
+        _check_release(box, message, suppressed)
+    except (MailboxUnavailable, OversightDenied, RecipientSuppressed):
+        return outbound.apply(message, outbound.Cancel(), now=now)
+    return outbound.apply(message, outbound.Claim(), now=now)
+
+
+# --- mailbox settings -------------------------------------------------------------------
+
+
+@icontract.ensure(
+    lambda box, key, new_mode, result: (
+        can_raise_autonomy(key) or rank(result[0].mode) <= rank(box.mode)
+    ),
+    "P5: no self-promotion",
+)
+def change_mode(
+    box: mailbox.Mailbox, key: Key, new_mode: OversightMode, *, now: int
+) -> tuple[mailbox.Mailbox, tuple[Event, ...]]:
+    """Set the oversight mode; an unchanged mode changes nothing and emits nothing.
+
+    :raises NotPermitted: when the key may not configure this mailbox.
+    :raises OversightDenied: when a key that may not raise (or lower) autonomy tries to.
+    :raises IllegalTransition: when the mailbox is decommissioned.
+    """
+    _require(key, "mailbox.set_mode", box)
+    decision = oversight.decide(
+        oversight.Request(
+            box.mode,
+            oversight.Action.MODE_CHANGE,
+            actor_may_raise=can_raise_autonomy(key),
+            actor_may_lower=can_lower_autonomy(key, box.id),
+            new_mode=new_mode,
+        )
+    )
+    if decision.verdict is not oversight.Verdict.ALLOW:
+        raise OversightDenied(decision.rule, decision.reason)
+    if new_mode is box.mode:
+        return box, ()
+    return mailbox.apply(box, mailbox.ChangeMode(new_mode, key.id), now=now)
+
+
+@icontract.ensure(lambda result: len(result) == 1)
+def request_upgrade(box: mailbox.Mailbox, key: Key, requested: OversightMode) -> tuple[Event, ...]:
+    """An agent asks for more autonomy; only the operator can grant it.
+
+    :raises NotPermitted: when the key may not act on this mailbox.
+    :raises InvalidValue: when ``requested`` is not above the current mode.
+    :raises MailboxUnavailable: when the mailbox is decommissioned.
+    """
+    _require(key, "mailbox.request_upgrade", box)
+    if box.status is mailbox.Status.DECOMMISSIONED:
+        raise MailboxUnavailable("mailbox is decommissioned")
+    if not is_raise(box.mode, requested):
+        raise InvalidValue("target_mode", f"{requested.value} is not above {box.mode.value}")
+    return (UpgradeRequested(box.id, box.mode, requested, key.id),)
+
+
+@icontract.ensure(lambda box, result: result[0].mode is box.mode)
+def set_allowlist(
+    box: mailbox.Mailbox, key: Key, patterns: frozenset[str], *, now: int
+) -> tuple[mailbox.Mailbox, tuple[Event, ...]]:
+    """Replace the allowlist; only overseers (it widens what gated_send lets through).
+
+    :raises NotPermitted: when the key is not an overseer of this mailbox.
+    :raises IllegalTransition: when the mailbox is decommissioned.
+    """
+    _require(key, "mailbox.allowlist.change", box)
+    return mailbox.apply(box, mailbox.SetAllowlist(patterns), now=now)
+
+
+@icontract.ensure(lambda box, result: result[0].mode is box.mode)
+def configure(
+    box: mailbox.Mailbox, key: Key, command: mailbox.Configure, *, now: int
+) -> tuple[mailbox.Mailbox, tuple[Event, ...]]:
+    """Change display name or webhook URL.
+
+    :raises NotPermitted: when the key may not configure this mailbox.
+    :raises IllegalTransition: when the mailbox is decommissioned.
+    """
+    _require(key, "mailbox.configure", box)
+    return mailbox.apply(box, command, now=now)
+
+
+@icontract.ensure(lambda result: result[0].status is mailbox.Status.DECOMMISSIONED)
+def decommission(
+    box: mailbox.Mailbox, key: Key, *, now: int
+) -> tuple[mailbox.Mailbox, tuple[Event, ...]]:
+    """Tear a mailbox down for good (P11).
+
+    :raises NotPermitted: when the key is not an admin of this account.
+    :raises IllegalTransition: when already decommissioned.
+    """
+    _require(key, "mailbox.decommission", box)
+    return mailbox.apply(box, mailbox.Decommission(), now=now)
+
+
+@icontract.ensure(lambda box, result: rank(result[0].mode) <= rank(box.mode), "P13")
+@icontract.ensure(lambda result: len(result[1]) <= 1)
+def enforce_reputation(
+    box: mailbox.Mailbox, counters: reputation.Counters, *, now: int
+) -> tuple[mailbox.Mailbox, tuple[Event, ...]]:
+    """Apply the reputation verdict: warn, demote to gated_send, or nothing. Never promote."""
+    if box.status is mailbox.Status.DECOMMISSIONED:
+        return box, ()
+    verdict = reputation.enforce(counters, box.mode)
+    if verdict.action is reputation.Enforcement.DEMOTE and verdict.new_mode is not box.mode:
+        after, _ = mailbox.apply(box, mailbox.ChangeMode(verdict.new_mode, "reputation"), now=now)
+        return after, (MailboxDemoted(box.id, box.mode, after.mode, verdict.reason),)
+    if verdict.action is reputation.Enforcement.NONE:
+        return box, ()
+    return box, (ReputationWarned(box.id, verdict.reason),)
+
+
+@icontract.ensure(lambda result: all(r.lower() == r for r in result))
+def suppressions_for(outcome: reputation.Outcome, recipients: Sequence[str]) -> tuple[str, ...]:
+    """Addresses to add to the account suppression list after a bounce or complaint (P14)."""
+    if reputation.suppression_for(outcome) is None:
+        return ()
+    return tuple(dict.fromkeys(reputation.normalize_for_suppression(r) for r in recipients))
