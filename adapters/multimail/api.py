@@ -1,0 +1,736 @@
+"""The HTTP API: ``create_app(service)``.
+
+Entrypoints only translate: request → service call → response. Every route is declared
+with the core operation it performs (``app.state.operations``, mirrored in spec/routes.toml);
+every error becomes an RFC 9457 problem document through the one table in ``errors``.
+Pydantic models live only here; unknown fields are refused (422).
+"""
+
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from markdown_it import MarkdownIt
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from multimail import render
+from multimail.errors import HIDE_AS_NOT_FOUND, STATUS, RateLimited
+from multimail.service import Service, canonical
+from multimail_core.addresses import has_header_breaking_chars
+from multimail_core.approval import Content as EditContent
+from multimail_core.authorization import Key
+from multimail_core.errors import MultimailError, NotPermitted
+from multimail_core.modes import OversightMode
+
+log = logging.getLogger("multimail.api")
+
+PROBLEM = "application/problem+json"
+MAX_BODY = 10 * 1024 * 1024
+
+
+
+# --- problem documents ------------------------------------------------------------------
+
+
+def problem(status: int, code: str, detail: str, **extra: object) -> JSONResponse:
+    body = {
+        "type": f"https://multimail.dev/problems/{code}",
+        "title": code.replace("_", " "),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    headers = {}
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(extra["retry_after"])
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _error_response(exc: MultimailError) -> JSONResponse:
+    if isinstance(exc, NotPermitted) and exc.rule in HIDE_AS_NOT_FOUND:
+        return problem(404, "not_found", "no such resource")
+    extra: dict[str, object] = {}
+    if isinstance(exc, NotPermitted):
+        extra["rule"] = exc.rule
+    if isinstance(exc, RateLimited):
+        extra["retry_after"] = exc.retry_after
+    if hasattr(exc, "addresses"):
+        extra["addresses"] = list(exc.addresses)
+    if hasattr(exc, "field"):
+        extra["field"] = exc.field
+    return problem(STATUS.get(exc.code, 500), exc.code, exc.detail, **extra)
+
+
+# --- request models ---------------------------------------------------------------------
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _single_line(value: str | None) -> str | None:
+    if value is not None and has_header_breaking_chars(value):
+        raise ValueError("must not contain CR, LF or control characters")
+    return value
+
+
+Line = Annotated[str, Field(max_length=998)]
+
+
+class CreateAccount(Strict):
+    name: Line
+    oversight_email: str | None = None
+    slug: str | None = None
+    _v = field_validator("name", "oversight_email", "slug")(_single_line)
+
+
+class UpdateAccount(Strict):
+    name: Line | None = None
+    oversight_email: str | None = None
+    default_oversight_mode: OversightMode | None = None
+    _v = field_validator("name", "oversight_email")(_single_line)
+
+
+class CreateKey(Strict):
+    name: Line = "key"
+    scopes: list[str] = Field(default_factory=lambda: ["read"], min_length=1)
+    mailbox_ids: list[str] | None = None
+    idempotency_key: str | None = None
+    _v = field_validator("name")(_single_line)
+
+
+class CreateMailbox(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    domain: str | None = None
+    display_name: Annotated[str, Field(max_length=200)] | None = None
+    oversight_mode: OversightMode | None = None
+    webhook_url: Annotated[str, Field(max_length=2048)] | None = None
+    idempotency_key: str | None = None
+    _v = field_validator("name", "domain", "display_name", "webhook_url")(_single_line)
+
+
+class UpdateMailbox(Strict):
+    oversight_mode: OversightMode | None = None
+    display_name: Annotated[str, Field(max_length=200)] | None = None
+    webhook_url: Annotated[str, Field(max_length=2048)] | None = None
+    allowlist: list[str] | None = None
+    _v = field_validator("display_name", "webhook_url")(_single_line)
+
+
+class Attachment(Strict):
+    filename: str
+    content_base64: str
+    content_type: str = "application/octet-stream"
+
+
+class Send(Strict):
+    to: list[str] = Field(min_length=1, max_length=50)
+    cc: list[str] = Field(default_factory=list, max_length=50)
+    bcc: list[str] = Field(default_factory=list, max_length=50)
+    subject: Line = ""
+    body_text: Annotated[str, Field(max_length=1_000_000)] | None = None
+    body_html: Annotated[str, Field(max_length=2_000_000)] | None = None
+    markdown: Annotated[str, Field(max_length=262_144)] | None = None
+    send_at: str | None = None
+    dry_run: bool = False
+    idempotency_key: str | None = None
+    _v = field_validator("subject")(_single_line)
+
+
+class Reply(Strict):
+    email_id: str | None = None
+    thread_id: str | None = None
+    mailbox_id: str | None = None
+    body_text: Annotated[str, Field(max_length=1_000_000)] | None = None
+    body_html: Annotated[str, Field(max_length=2_000_000)] | None = None
+    markdown: Annotated[str, Field(max_length=262_144)] | None = None
+    cc: list[str] = Field(default_factory=list, max_length=50)
+    bcc: list[str] = Field(default_factory=list, max_length=50)
+    dry_run: bool = False
+    idempotency_key: str | None = None
+
+
+class Edits(Strict):
+    subject: Line | None = None
+    body_text: str | None = None
+    body_html: str | None = None
+    _v = field_validator("subject")(_single_line)
+
+
+class Decide(Strict):
+    pending_id: str | None = None
+    email_id: str | None = None
+    action: Literal["approve", "reject"]
+    reason: Annotated[str, Field(max_length=2000)] = ""
+    edits: Edits | None = None
+
+
+class UpgradeRequest(Strict):
+    target_mode: OversightMode
+
+
+class Allowlist(Strict):
+    entries: list[str] = Field(max_length=1000)
+
+
+class Tags(Strict):
+    tags: dict[str, str]
+
+
+class CreateContact(Strict):
+    email: str
+    name: Line = ""
+    tags: list[str] = Field(default_factory=list)
+    _v = field_validator("name")(_single_line)
+
+
+class CreateSuppression(Strict):
+    email_address: str
+    reason: str = "manual"
+
+
+# --- rate limiting ----------------------------------------------------------------------
+
+
+class RateLimiter:
+    """Token bucket per key: ``rate`` requests/s sustained, ``burst`` at once."""
+
+    def __init__(
+        self, rate: float = 50.0, burst: int = 200, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key_id: str) -> None:
+        with self._lock:
+            now = self.clock()
+            tokens, last = self._buckets.get(key_id, (float(self.burst), now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                self._buckets[key_id] = (tokens, now)
+                raise RateLimited(
+                    "too many requests for this key", math.ceil((1 - tokens) / self.rate)
+                )
+            self._buckets[key_id] = (tokens - 1, now)
+
+
+# --- the app ----------------------------------------------------------------------------
+
+
+def _markdown_bodies(text: str | None, html: str | None, md: str | None) -> tuple[str, str | None]:
+    if md is not None:
+        return md, html or MarkdownIt("commonmark", {"html": False}).render(md)
+    if text is None and html is None:
+        raise _Invalid("body_text", "give body_text, body_html or markdown")
+    return text or "", html
+
+
+class _Invalid(MultimailError):
+    code = "validation_error"
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+
+
+def _parse_when(value: str | None) -> int | None:
+    if value is None:
+        return None
+    from datetime import datetime
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _Invalid("send_at", "use an ISO 8601 UTC time such as 2026-05-01T09:00:00Z") from exc
+    if parsed.tzinfo is None:
+        raise _Invalid("send_at", "include a time zone (end with Z for UTC)")
+    return int(parsed.timestamp() * 1000)
+
+
+def create_app(
+    service: Service,
+    *,
+    limiter: RateLimiter | None = None,
+    on_send: Callable[[], None] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="MultiMail API",
+        version="0.1.0",
+        description=(
+            "Self-hostable email infrastructure for AI agents: "
+            "one isolated, overseen mailbox per agent."
+        ),
+    )
+    #: (method, path) → core operation (authorization.OPERATIONS) or "public";
+    #: spec/routes.toml states the same table and a test compares them.
+    routes: dict[tuple[str, str], str] = {}
+    app.state.operations = routes
+    limiter = limiter or RateLimiter()
+    kick = on_send or (lambda: None)
+
+    @app.exception_handler(MultimailError)
+    async def _mm_error(request: Request, exc: MultimailError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        detail = f"{'.'.join(first['loc'][1:]) or 'body'}: {first['msg']}"
+        return problem(422, "validation_error", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        return problem(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(
+            500, "internal_error", "the server failed to handle this request; it has been logged"
+        )
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return problem(
+                413, "payload_too_large", f"request bodies are limited to {MAX_BODY} bytes"
+            )
+        return await call_next(request)
+
+    def auth(authorization: Annotated[str | None, Header()] = None) -> Key:
+        secret = None
+        if authorization and authorization.lower().startswith("bearer "):
+            secret = authorization[7:].strip()
+        key = service.authenticate(secret)
+        limiter.check(key.id)
+        return key
+
+    AuthKey = Annotated[Key, Depends(auth)]  # noqa: N806
+    IdemHeader = Annotated[str | None, Header(alias="Idempotency-Key")]  # noqa: N806
+    Limit = Annotated[int, Query(ge=1, le=100)]  # noqa: N806
+
+    def route(
+        method: str, path: str, operation: str, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        routes[(method, path)] = operation
+        return app.api_route(path, methods=[method], **kwargs)
+
+    def once(
+        key: Key,
+        header: str | None,
+        body: BaseModel,
+        path: str,
+        create: Callable[[], tuple[int, dict[str, object]]],
+    ) -> JSONResponse:
+        idem = header or getattr(body, "idempotency_key", None)
+        fingerprint = hashlib.sha256(
+            path.encode()
+            + b"\0"
+            + canonical(body.model_dump(exclude={"idempotency_key"}, mode="json"))
+        ).hexdigest()
+        status, payload = service.idempotent(key, idem, fingerprint, create)
+        return JSONResponse(payload, status_code=status)
+
+    # health and meta
+
+    @route("GET", "/health", "public")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # accounts and keys
+
+    @route("POST", "/v1/accounts", "accounts.create", status_code=201)
+    def create_account(body: CreateAccount, key: AuthKey, idem: IdemHeader = None) -> JSONResponse:
+        def make() -> tuple[int, dict[str, object]]:
+            account, secret = service.create_account(
+                key, body.name, body.oversight_email, body.slug
+            )
+            return 201, {**render.account_view(account), "api_key": secret}
+
+        return once(key, idem, body, "/v1/accounts", make)
+
+    @route("GET", "/v1/account", "account.read")
+    def get_account(key: AuthKey) -> dict[str, object]:
+        return render.account_view(service.get_account(key))
+
+    @route("PATCH", "/v1/account", "account.update")
+    def patch_account(body: UpdateAccount, key: AuthKey) -> dict[str, object]:
+        account = service.update_account(
+            key,
+            name=body.name,
+            oversight_email=body.oversight_email,
+            default_oversight_mode=body.default_oversight_mode,
+        )
+        return render.account_view(account)
+
+    @route("POST", "/v1/api-keys", "keys.manage", status_code=201)
+    def create_key(body: CreateKey, key: AuthKey, idem: IdemHeader = None) -> JSONResponse:
+        def make() -> tuple[int, dict[str, object]]:
+            record, secret = service.create_key(key, body.name, body.scopes, body.mailbox_ids)
+            return 201, {**render.key_view(record), "api_key": secret}
+
+        return once(key, idem, body, "/v1/api-keys", make)
+
+    @route("GET", "/v1/api-keys", "keys.manage")
+    def list_keys(key: AuthKey) -> dict[str, object]:
+        return {"api_keys": [render.key_view(r) for r in service.list_keys(key)]}
+
+    @route("DELETE", "/v1/api-keys/{key_id}", "keys.manage")
+    def revoke_key(key_id: str, key: AuthKey) -> dict[str, object]:
+        return render.key_view(service.revoke_key(key, key_id))
+
+    # mailboxes
+
+    @route("POST", "/v1/mailboxes", "mailboxes.create", status_code=201)
+    def create_mailbox(body: CreateMailbox, key: AuthKey, idem: IdemHeader = None) -> JSONResponse:
+        def make() -> tuple[int, dict[str, object]]:
+            box = service.create_mailbox(
+                key,
+                name=body.name,
+                domain=body.domain,
+                display_name=body.display_name,
+                oversight_mode=body.oversight_mode,
+                webhook_url=body.webhook_url,
+            )
+            return 201, render.mailbox_view(box)
+
+        return once(key, idem, body, "/v1/mailboxes", make)
+
+    @route("GET", "/v1/mailboxes", "mailboxes.list")
+    def list_mailboxes(
+        key: AuthKey, limit: Limit = 50, cursor: str | None = None
+    ) -> dict[str, object]:
+        boxes, nxt = service.list_mailboxes(key, limit=limit, cursor=cursor)
+        return {"mailboxes": [render.mailbox_view(b) for b in boxes], "next_cursor": nxt}
+
+    @route("GET", "/v1/mailboxes/{mailbox_id}", "mailbox.read")
+    def get_mailbox(mailbox_id: str, key: AuthKey) -> dict[str, object]:
+        return render.mailbox_view(service.get_mailbox(key, mailbox_id))
+
+    @route("PATCH", "/v1/mailboxes/{mailbox_id}", "mailbox.configure")
+    def patch_mailbox(mailbox_id: str, body: UpdateMailbox, key: AuthKey) -> dict[str, object]:
+        fields = body.model_fields_set
+        box = service.update_mailbox(
+            key,
+            mailbox_id,
+            oversight_mode=body.oversight_mode,
+            display_name=body.display_name,
+            webhook_url=body.webhook_url,
+            clear_webhook="webhook_url" in fields and body.webhook_url is None,
+            allowlist=body.allowlist,
+        )
+        return render.mailbox_view(box)
+
+    @route("DELETE", "/v1/mailboxes/{mailbox_id}", "mailbox.decommission")
+    def delete_mailbox(mailbox_id: str, key: AuthKey) -> dict[str, object]:
+        return render.mailbox_view(service.delete_mailbox(key, mailbox_id))
+
+    @route("GET", "/v1/mailboxes/{mailbox_id}/allowlist", "mailbox.allowlist.read")
+    def get_allowlist(mailbox_id: str, key: AuthKey) -> dict[str, object]:
+        box = service.get_mailbox(key, mailbox_id)
+        return {"mailbox_id": box.id, "entries": sorted(box.allowlist)}
+
+    @route("PUT", "/v1/mailboxes/{mailbox_id}/allowlist", "mailbox.allowlist.change")
+    def put_allowlist(mailbox_id: str, body: Allowlist, key: AuthKey) -> dict[str, object]:
+        box = service.update_mailbox(key, mailbox_id, allowlist=body.entries)
+        return {"mailbox_id": box.id, "entries": sorted(box.allowlist)}
+
+    @route(
+        "POST",
+        "/v1/mailboxes/{mailbox_id}/request-upgrade",
+        "mailbox.request_upgrade",
+        status_code=202,
+    )
+    def request_upgrade(mailbox_id: str, body: UpgradeRequest, key: AuthKey) -> JSONResponse:
+        service.request_upgrade(key, mailbox_id, body.target_mode)
+        return JSONResponse(
+            {
+                "status": "upgrade_requested",
+                "mailbox_id": mailbox_id,
+                "target_mode": body.target_mode.value,
+            },
+            status_code=202,
+        )
+
+    # sending
+
+    def _send_response(result: Any, dry_run: bool) -> tuple[int, dict[str, object]]:
+        decision = {
+            "verdict": result.decision.verdict.value,
+            "rule": result.decision.rule,
+            "reason": result.decision.reason,
+        }
+        if dry_run:
+            return 200, {"dry_run": True, "status": result.status, **decision}
+        body: dict[str, object] = {
+            "status": result.status,
+            "message_id": result.message_id,
+            "email_id": result.message_id,
+            "thread_id": result.thread_id,
+            "oversight": decision,
+        }
+        if result.pending_id:
+            body["pending_id"] = result.pending_id
+        return (202 if result.status in ("pending", "scheduled") else 200), body
+
+    @route("POST", "/v1/mailboxes/{mailbox_id}/send", "messages.send")
+    def send(mailbox_id: str, body: Send, key: AuthKey, idem: IdemHeader = None) -> JSONResponse:
+        text, html = _markdown_bodies(body.body_text, body.body_html, body.markdown)
+
+        def make() -> tuple[int, dict[str, object]]:
+            result = service.send(
+                key,
+                mailbox_id,
+                to=body.to,
+                cc=body.cc,
+                bcc=body.bcc,
+                subject=body.subject,
+                body_text=text,
+                body_html=html,
+                send_at=_parse_when(body.send_at),
+                dry_run=body.dry_run,
+            )
+            kick()
+            return _send_response(result, body.dry_run)
+
+        if body.dry_run:
+            status, payload = make()
+            return JSONResponse(payload, status_code=status)
+        return once(key, idem, body, f"/v1/mailboxes/{mailbox_id}/send", make)
+
+    @route("POST", "/v1/mailboxes/{mailbox_id}/reply", "messages.send")
+    def reply(mailbox_id: str, body: Reply, key: AuthKey, idem: IdemHeader = None) -> JSONResponse:
+        text, html = _markdown_bodies(body.body_text, body.body_html, body.markdown)
+
+        def make() -> tuple[int, dict[str, object]]:
+            result = service.reply(
+                key,
+                mailbox_id,
+                email_id=body.email_id,
+                thread_id=body.thread_id,
+                body_text=text,
+                body_html=html,
+                cc=body.cc,
+                bcc=body.bcc,
+                dry_run=body.dry_run,
+            )
+            kick()
+            return _send_response(result, body.dry_run)
+
+        if body.dry_run:
+            status, payload = make()
+            return JSONResponse(payload, status_code=status)
+        return once(key, idem, body, f"/v1/mailboxes/{mailbox_id}/reply", make)
+
+    # reading
+
+    @route("GET", "/v1/mailboxes/{mailbox_id}/emails", "messages.read")
+    def list_emails(
+        mailbox_id: str,
+        key: AuthKey,
+        filter: Literal["all", "unread", "requires_action"] = "all",
+        direction: Literal["inbound", "outbound"] | None = None,
+        limit: Limit = 20,
+        cursor: str | None = None,
+    ) -> dict[str, object]:
+        records, nxt = service.list_emails(
+            key, mailbox_id, filter=filter, direction=direction, limit=limit, cursor=cursor
+        )
+        return {"emails": [render.email_summary(r) for r in records], "next_cursor": nxt}
+
+    @route("GET", "/v1/emails/{email_id}", "messages.read")
+    def read_email(email_id: str, key: AuthKey) -> dict[str, object]:
+        return render.email_view(service.read_email(key, email_id), service.config.public_url)
+
+    @route("GET", "/v1/emails/{email_id}/raw", "messages.read")
+    def raw_email(email_id: str, key: AuthKey) -> Response:
+        return Response(
+            render.raw_message(service.get_email(key, email_id)), media_type="message/rfc822"
+        )
+
+    @route("GET", "/v1/mailboxes/{mailbox_id}/threads/{thread_id}", "messages.read")
+    def get_thread(mailbox_id: str, thread_id: str, key: AuthKey) -> dict[str, object]:
+        records = service.get_thread(key, mailbox_id, thread_id)
+        participants = sorted(
+            {r.content.sender for r in records} | {a for r in records for a in r.content.to}
+        )
+        return {
+            "thread_id": thread_id,
+            "mailbox_id": mailbox_id,
+            "message_count": len(records),
+            "participants": participants,
+            "emails": [render.email_summary(r) for r in records],
+        }
+
+    @route("POST", "/v1/emails/{email_id}/cancel", "messages.cancel")
+    def cancel(email_id: str, key: AuthKey) -> dict[str, object]:
+        record = service.cancel(key, email_id)
+        return {"email_id": record.id, "status": record.state.status.value}
+
+    @route("GET", "/v1/emails/{email_id}/tags", "messages.read")
+    def get_tags(email_id: str, key: AuthKey) -> dict[str, object]:
+        return {"email_id": email_id, "tags": dict(service.get_email(key, email_id).tags)}
+
+    @route("PUT", "/v1/emails/{email_id}/tags", "messages.manage")
+    def put_tags(email_id: str, body: Tags, key: AuthKey) -> dict[str, object]:
+        return {"email_id": email_id, "tags": dict(service.set_tags(key, email_id, body.tags).tags)}
+
+    @route("DELETE", "/v1/emails/{email_id}/tags/{name}", "messages.manage")
+    def delete_tag(email_id: str, name: str, key: AuthKey) -> dict[str, object]:
+        return {"email_id": email_id, "tags": dict(service.delete_tag(key, email_id, name).tags)}
+
+    # oversight
+
+    @route("GET", "/v1/oversight/pending", "oversight.list")
+    def list_pending(
+        key: AuthKey, limit: Limit = 50, cursor: str | None = None
+    ) -> dict[str, object]:
+        items, nxt = service.list_pending(key, limit=limit, cursor=cursor)
+        return {"pending": [render.pending_view(a, r) for a, r in items], "next_cursor": nxt}
+
+    @route("POST", "/v1/oversight/decide", "oversight.decide")
+    def decide(body: Decide, key: AuthKey) -> dict[str, object]:
+        edits = (
+            EditContent(body.edits.subject or "", body.edits.body_text or "", body.edits.body_html)
+            if body.edits
+            else None
+        )
+        approval, record = service.decide(
+            key,
+            pending_id=body.pending_id,
+            email_id=body.email_id,
+            action=body.action,
+            reason=body.reason,
+            edits=edits,
+        )
+        kick()
+        return {
+            "status": approval.status.value,
+            "pending_id": approval.id,
+            "message_id": record.id,
+            "email_id": record.id,
+            "message_status": record.state.status.value,
+            "edited": approval.edited is not None,
+        }
+
+    # reputation
+
+    @route("GET", "/v1/mailboxes/{mailbox_id}/reputation", "reputation.read")
+    def mailbox_reputation(mailbox_id: str, key: AuthKey) -> dict[str, object]:
+        box, counters = service.reputation(key, mailbox_id)
+        return render.reputation_view(box, counters)
+
+    @route("GET", "/v1/reputation", "reputation.list")
+    def list_reputation(
+        key: AuthKey,
+        sort: Literal[
+            "reputation_score", "bounce_rate", "complaint_rate", "delivery_rate"
+        ] = "reputation_score",
+        order: Literal["asc", "desc"] | None = None,
+    ) -> dict[str, object]:
+        views = [render.reputation_view(b, c) for b, c in service.list_reputation(key)]
+        descending = order == "desc" if order else sort in ("bounce_rate", "complaint_rate")
+        views.sort(key=lambda v: (v[sort], v["mailbox_id"]), reverse=descending)  # type: ignore[arg-type,return-value]
+        return {"mailboxes": views}
+
+    # audit, usage, domains, events
+
+    @route("GET", "/v1/audit-log", "audit.read")
+    def audit_log(key: AuthKey, limit: Limit = 50, cursor: str | None = None) -> dict[str, object]:
+        entries, nxt = service.list_audit(key, limit=limit, cursor=cursor)
+        return {"entries": [render.audit_view(e) for e in entries], "next_cursor": nxt}
+
+    @route("GET", "/v1/audit-log/verify", "audit.read")
+    def audit_verify(key: AuthKey) -> dict[str, object]:
+        return service.verify_audit(key)
+
+    @route("GET", "/v1/usage", "usage.read")
+    def usage(key: AuthKey) -> dict[str, object]:
+        return dict(service.usage(key))
+
+    @route("GET", "/v1/domains", "domains.read")
+    def domains(key: AuthKey) -> dict[str, object]:
+        return {"domains": service.domains(key)}
+
+    @route("GET", "/v1/events", "events.read")
+    def events(
+        key: AuthKey,
+        after: Annotated[int, Query(ge=0)] = 0,
+        mailbox_id: str | None = None,
+        type: str | None = None,
+        limit: Limit = 100,
+    ) -> dict[str, object]:
+        types = frozenset(t for t in type.split(",") if t) if type else None
+        items = service.list_events(
+            key, after=after, mailbox_id=mailbox_id, types=types, limit=limit
+        )
+        nxt = str(items[-1].seq) if len(items) == limit else None
+        return {"events": [render.event_view(e) for e in items], "next_cursor": nxt}
+
+    # contacts and suppression
+
+    @route("GET", "/v1/contacts", "contacts.read")
+    def list_contacts(key: AuthKey, q: str | None = None) -> dict[str, object]:
+        return {"contacts": [render.contact_view(c) for c in service.list_contacts(key, q)]}
+
+    @route("POST", "/v1/contacts", "contacts.manage", status_code=201)
+    def add_contact(body: CreateContact, key: AuthKey, idem: IdemHeader = None) -> JSONResponse:
+        def make() -> tuple[int, dict[str, object]]:
+            return 201, render.contact_view(
+                service.add_contact(key, body.email, body.name, body.tags)
+            )
+
+        return once(key, idem, body, "/v1/contacts", make)
+
+    @route("DELETE", "/v1/contacts/{contact_id}", "contacts.manage")
+    def delete_contact(contact_id: str, key: AuthKey) -> dict[str, object]:
+        service.delete_contact(key, contact_id)
+        return {"id": contact_id, "deleted": True}
+
+    @route("GET", "/v1/suppression", "suppression.read")
+    def list_suppression(key: AuthKey) -> dict[str, object]:
+        return {
+            "suppressions": [render.suppression_view(s) for s in service.list_suppressions(key)]
+        }
+
+    @route("POST", "/v1/suppression", "suppression.manage", status_code=201)
+    def add_suppression(body: CreateSuppression, key: AuthKey) -> JSONResponse:
+        entry = service.add_suppression(key, body.email_address, body.reason)
+        return JSONResponse(render.suppression_view(entry), status_code=201)
+
+    @route("DELETE", "/v1/suppression/{address}", "suppression.manage")
+    def remove_suppression(address: str, key: AuthKey) -> dict[str, object]:
+        service.remove_suppression(key, address)
+        return {"email_address": address, "deleted": True}
+
+    routes[("GET", "/openapi.json")] = "public"
+    routes[("GET", "/docs")] = "public"
+    routes[("GET", "/docs/oauth2-redirect")] = "public"
+    routes[("GET", "/redoc")] = "public"
+    return app
+
+
+__all__ = ["RateLimiter", "create_app", "problem"]

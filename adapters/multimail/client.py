@@ -1,0 +1,832 @@
+"""The Python SDK: ``Client`` and ``AsyncClient`` over the HTTP API (httpx).
+
+Rule 1: one method per API operation; keyword arguments are named like the API's fields,
+so the API reference doubles as the SDK reference.
+Rule 2: every response is a ``Result`` (attribute and item access over the JSON); every
+error is a ``MultimailAPIError`` subclass chosen by HTTP status, carrying the problem
+document's stable ``code``. Nothing is retried behind the caller's back.
+Rule 3: ``api_key`` defaults to ``MULTIMAIL_API_KEY`` and ``base_url`` to
+``MULTIMAIL_API_URL`` (else ``http://127.0.0.1:8025``), so the seed's snippets run as written.
+
+The operations are declared once (``_Operations``): each builds a request and hands it to
+``_call``, which the sync client runs and returns, and the async client returns as a coroutine.
+"""
+
+from __future__ import annotations
+
+import difflib
+import email.utils
+import keyword
+import os
+import re
+import reprlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+__all__ = [
+    "APIConnectionError",
+    "AsyncClient",
+    "AuthenticationError",
+    "Client",
+    "Conflict",
+    "MultimailAPIError",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "RateLimited",
+    "Result",
+    "ServerError",
+    "ValidationError",
+]
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8025"
+USER_AGENT = "multimail-python/0.1.0"
+_ENV_REFERENCE = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
+
+
+# --- results ----------------------------------------------------------------------------
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Result(value)
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, Result):
+        return value.to_dict()
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxlist = 4
+
+
+def _brief(value: Any) -> str:
+    """A field's value for ``Result.__repr__``: nested objects summarised, not expanded."""
+    if isinstance(value, Result):
+        return f"{type(value).__name__}({', '.join(value.keys())})"
+    if isinstance(value, list) and any(isinstance(v, Result) for v in value):
+        return f"[{len(value)} {'item' if len(value) == 1 else 'items'}]"
+    return _short.repr(value)
+
+
+class Result:
+    """A JSON object from the API: ``r.subject`` or ``r["subject"]``; nested objects too.
+
+    Fields that are Python keywords take a trailing underscore (``pending.from_``).
+    ``to_dict()`` returns the plain JSON again.
+    """
+
+    __slots__ = ("_data",)
+    _data: dict[str, Any]
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", {k: _wrap(v) for k, v in (data or {}).items()})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        data = self._data
+        if name in data:
+            return data[name]
+        if name.endswith("_") and keyword.iskeyword(name[:-1]) and name[:-1] in data:
+            return data[name[:-1]]
+        hint = difflib.get_close_matches(name, list(data), n=1)
+        message = f"{type(self).__name__} has no field {name!r}"
+        if hint:
+            message += f"; did you mean {hint[0]!r}?"
+        message += f" Fields: {', '.join(data) or '(none)'}"
+        raise AttributeError(message)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Result):
+            return self._data == other._data
+        if isinstance(other, dict):
+            return self.to_dict() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._data))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={_brief(v)}" for k, v in self._data.items())
+        return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.to_dict(),))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain JSON object (dicts and lists all the way down)."""
+        return {k: _unwrap(v) for k, v in self._data.items()}
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+class MultimailAPIError(Exception):
+    """An error answer from the API: HTTP ``status``, stable ``code``, human ``detail``.
+
+    ``body`` is the whole problem document (RFC 9457) as a dict, or the raw text.
+    """
+
+    def __init__(self, status: int | None, code: str, detail: str, body: Any = None) -> None:
+        super().__init__(f"{code}: {detail}" if status is None else f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.body = body
+
+
+class AuthenticationError(MultimailAPIError):
+    """401: the key is missing, unknown or revoked."""
+
+
+class PermissionDenied(MultimailAPIError):
+    """403: the key may not do this (scope, oversight mode, or self-approval)."""
+
+
+class NotFound(MultimailAPIError):
+    """404: no such resource visible to this key."""
+
+
+class Conflict(MultimailAPIError):
+    """409: address taken, already decided, idempotency key reused with another body, …"""
+
+
+class ValidationError(MultimailAPIError):
+    """422 (or 400): the request was refused as invalid; ``body["errors"]`` may say where."""
+
+
+class PayloadTooLarge(MultimailAPIError):
+    """413: the request body is over the server's limit."""
+
+
+class RateLimited(MultimailAPIError):
+    """429: slow down; ``retry_after`` is the number of seconds to wait (or None)."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, body: Any = None, retry_after: int | None = None
+    ) -> None:
+        super().__init__(status, code, detail, body)
+        self.retry_after = retry_after
+
+
+class ServerError(MultimailAPIError):
+    """5xx: the server failed; the request may or may not have taken effect."""
+
+
+class APIConnectionError(MultimailAPIError):
+    """The server could not be reached (refused, DNS, timeout, broken connection)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(None, "connection_error", f"cannot reach MultiMail at {url}: {reason}")
+        self.url = url
+
+
+_BY_STATUS: dict[int, type[MultimailAPIError]] = {
+    400: ValidationError,
+    401: AuthenticationError,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: ValidationError,
+}
+
+
+def _retry_after(value: str | None, now: float) -> int | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0, round(when.timestamp() - now))
+
+
+def _error(response: httpx.Response) -> MultimailAPIError:
+    status = response.status_code
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    if isinstance(body, dict):
+        code = str(body.get("code") or f"http_{status}")
+        detail = str(body.get("detail") or body.get("title") or response.reason_phrase)
+    else:
+        code = f"http_{status}"
+        detail = (body or response.reason_phrase or "").strip()[:300]
+    if status == 429:
+        seconds = _retry_after(response.headers.get("retry-after"), time.time())
+        if seconds is None and isinstance(body, dict) and isinstance(body.get("retry_after"), int):
+            seconds = body["retry_after"]
+        return RateLimited(status, code, detail, body, seconds)
+    cls = ServerError if status >= 500 else _BY_STATUS.get(status, MultimailAPIError)
+    return cls(status, code, detail, body)
+
+
+def _parse(response: httpx.Response) -> Result:
+    if response.status_code >= 400:
+        raise _error(response)
+    if not response.content:
+        return Result()
+    data = response.json()
+    return Result(data if isinstance(data, dict) else {"items": data})
+
+
+# --- request building -------------------------------------------------------------------
+
+
+class _Request:
+    __slots__ = ("headers", "json", "method", "params", "path")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.params = {k: v for k, v in (params or {}).items() if v is not None}
+        self.json = json
+        self.headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+
+
+def _seg(value: str) -> str:
+    """One path segment, escaped so an id can never change the route."""
+    return quote(str(value), safe="")
+
+
+def _listed(value: str | Iterable[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def _body(**fields: Any) -> dict[str, Any]:
+    """A JSON body without the fields left out (None), so server defaults apply."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _when(value: str | datetime | None) -> str | None:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+def _api_key(explicit: str | None) -> str | None:
+    key = explicit if explicit is not None else os.environ.get("MULTIMAIL_API_KEY")
+    # The seed writes Client(api_key="$MULTIMAIL_API_KEY"); expand such a reference.
+    match = _ENV_REFERENCE.match(key or "")
+    if match and os.environ.get(match.group(1)):
+        return os.environ[match.group(1)]
+    return key or None
+
+
+def _base_url(explicit: str | None) -> str:
+    return (explicit or os.environ.get("MULTIMAIL_API_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+R = TypeVar("R")
+
+
+class _Operations(Generic[R]):
+    """Every API operation, declared once for both clients."""
+
+    def _call(self, request: _Request) -> R:
+        raise NotImplementedError
+
+    # health, account, keys
+
+    def health(self) -> R:
+        """``GET /health`` → ``{"status": "ok"}`` once the server is ready."""
+        return self._call(_Request("GET", "/health"))
+
+    def create_account(
+        self,
+        name: str,
+        oversight_email: str | None = None,
+        slug: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> R:
+        """Create a tenant (server-admin key only); the result carries its admin ``api_key``."""
+        body = _body(name=name, oversight_email=oversight_email, slug=slug)
+        return self._call(
+            _Request("POST", "/v1/accounts", json=body, idempotency_key=idempotency_key)
+        )
+
+    def get_account(self) -> R:
+        """The key's own account."""
+        return self._call(_Request("GET", "/v1/account"))
+
+    def update_account(self, **fields: Any) -> R:
+        """Change ``name``, ``oversight_email`` or ``default_oversight_mode``."""
+        return self._call(_Request("PATCH", "/v1/account", json=fields))
+
+    def create_api_key(
+        self,
+        name: str,
+        scopes: str | Iterable[str] | None = None,
+        mailbox_ids: str | Iterable[str] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> R:
+        """A new key (``api_key`` is shown once). Scopes: admin, oversight, send, read."""
+        body = _body(name=name, scopes=_listed(scopes), mailbox_ids=_listed(mailbox_ids))
+        return self._call(
+            _Request("POST", "/v1/api-keys", json=body, idempotency_key=idempotency_key)
+        )
+
+    def list_api_keys(self) -> R:
+        """``{api_keys: [...]}`` (no secrets)."""
+        return self._call(_Request("GET", "/v1/api-keys"))
+
+    def revoke_api_key(self, key_id: str) -> R:
+        """Revoke a key at once; returns the key with ``revoked: true``."""
+        return self._call(_Request("DELETE", f"/v1/api-keys/{_seg(key_id)}"))
+
+    # mailboxes
+
+    def create_mailbox(
+        self,
+        name: str,
+        domain: str | None = None,
+        display_name: str | None = None,
+        oversight_mode: str | None = None,
+        webhook_url: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> R:
+        """A new mailbox ``name@domain``, live when this returns (``mailbox_id``, ``address``)."""
+        body = _body(
+            name=name,
+            domain=domain,
+            display_name=display_name,
+            oversight_mode=oversight_mode,
+            webhook_url=webhook_url,
+        )
+        return self._call(
+            _Request("POST", "/v1/mailboxes", json=body, idempotency_key=idempotency_key)
+        )
+
+    def list_mailboxes(self, limit: int = 50, cursor: str | None = None) -> R:
+        """One page: ``{mailboxes: [...], next_cursor}``; see ``iter_mailboxes`` for all."""
+        return self._call(
+            _Request("GET", "/v1/mailboxes", params={"limit": limit, "cursor": cursor})
+        )
+
+    def get_mailbox(self, mailbox_id: str) -> R:
+        return self._call(_Request("GET", f"/v1/mailboxes/{_seg(mailbox_id)}"))
+
+    def update_mailbox(self, mailbox_id: str, **fields: Any) -> R:
+        """PATCH exactly the given fields: ``oversight_mode``, ``display_name``,
+        ``webhook_url`` (None removes it), ``allowlist``."""
+        return self._call(_Request("PATCH", f"/v1/mailboxes/{_seg(mailbox_id)}", json=fields))
+
+    def delete_mailbox(self, mailbox_id: str) -> R:
+        """Decommission: the address stops receiving and sending at once."""
+        return self._call(_Request("DELETE", f"/v1/mailboxes/{_seg(mailbox_id)}"))
+
+    def get_allowlist(self, mailbox_id: str) -> R:
+        """``{mailbox_id, entries}``: addresses or ``*@domain`` that skip gated_send review."""
+        return self._call(_Request("GET", f"/v1/mailboxes/{_seg(mailbox_id)}/allowlist"))
+
+    def set_allowlist(self, mailbox_id: str, entries: Iterable[str]) -> R:
+        """Replace the allowlist."""
+        return self._call(
+            _Request(
+                "PUT",
+                f"/v1/mailboxes/{_seg(mailbox_id)}/allowlist",
+                json={"entries": list(entries)},
+            )
+        )
+
+    def request_upgrade(self, mailbox_id: str, target_mode: str) -> R:
+        """Ask the operator for more autonomy (agent keys cannot promote themselves)."""
+        return self._call(
+            _Request(
+                "POST",
+                f"/v1/mailboxes/{_seg(mailbox_id)}/request-upgrade",
+                json={"target_mode": target_mode},
+            )
+        )
+
+    # sending
+
+    def send_email(
+        self,
+        mailbox_id: str,
+        to: str | Iterable[str],
+        subject: str,
+        body_text: str | None = None,
+        body_html: str | None = None,
+        markdown: str | None = None,
+        cc: str | Iterable[str] | None = None,
+        bcc: str | Iterable[str] | None = None,
+        send_at: str | datetime | None = None,
+        dry_run: bool = False,
+        idempotency_key: str | None = None,
+    ) -> R:
+        """Send from a mailbox. ``status`` is ``sent``, ``pending`` (held for approval:
+        ``pending_id``) or ``scheduled``; ``dry_run=True`` only reports the oversight verdict."""
+        body = _body(
+            to=_listed(to),
+            subject=subject,
+            body_text=body_text,
+            body_html=body_html,
+            markdown=markdown,
+            cc=_listed(cc),
+            bcc=_listed(bcc),
+            send_at=_when(send_at),
+            dry_run=dry_run or None,
+        )
+        return self._call(
+            _Request(
+                "POST",
+                f"/v1/mailboxes/{_seg(mailbox_id)}/send",
+                json=body,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def reply_email(
+        self,
+        mailbox_id: str,
+        email_id: str | None = None,
+        thread_id: str | None = None,
+        body_text: str | None = None,
+        body_html: str | None = None,
+        markdown: str | None = None,
+        cc: str | Iterable[str] | None = None,
+        bcc: str | Iterable[str] | None = None,
+        dry_run: bool = False,
+        idempotency_key: str | None = None,
+    ) -> R:
+        """Reply to ``email_id`` or to the latest message of ``thread_id``; threading
+        headers and ``Re:`` are set by the server. Same result as ``send_email``."""
+        body = _body(
+            email_id=email_id,
+            thread_id=thread_id,
+            body_text=body_text,
+            body_html=body_html,
+            markdown=markdown,
+            cc=_listed(cc),
+            bcc=_listed(bcc),
+            dry_run=dry_run or None,
+        )
+        return self._call(
+            _Request(
+                "POST",
+                f"/v1/mailboxes/{_seg(mailbox_id)}/reply",
+                json=body,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def cancel_message(self, email_id: str) -> R:
+        """Cancel an outbound message that has not started sending."""
+        return self._call(_Request("POST", f"/v1/emails/{_seg(email_id)}/cancel"))
+
+    # reading
+
+    def check_inbox(
+        self,
+        mailbox_id: str,
+        filter: str = "all",
+        limit: int = 20,
+        cursor: str | None = None,
+        direction: str | None = None,
+    ) -> R:
+        """``{emails: [...], next_cursor}``; ``filter`` is all, unread or requires_action."""
+        params = {"filter": filter, "limit": limit, "cursor": cursor, "direction": direction}
+        return self._call(
+            _Request("GET", f"/v1/mailboxes/{_seg(mailbox_id)}/emails", params=params)
+        )
+
+    def read_email(self, email_id: str) -> R:
+        """The full message (bodies, headers, attachments); marks an inbound message read."""
+        return self._call(_Request("GET", f"/v1/emails/{_seg(email_id)}"))
+
+    def get_thread(self, mailbox_id: str, thread_id: str) -> R:
+        """``{thread_id, message_count, participants, emails: [...]}``, oldest first."""
+        return self._call(
+            _Request("GET", f"/v1/mailboxes/{_seg(mailbox_id)}/threads/{_seg(thread_id)}")
+        )
+
+    def get_tags(self, email_id: str) -> R:
+        return self._call(_Request("GET", f"/v1/emails/{_seg(email_id)}/tags"))
+
+    def set_tags(self, email_id: str, tags: dict[str, str]) -> R:
+        """Replace the message's tags (a name → value map)."""
+        return self._call(
+            _Request("PUT", f"/v1/emails/{_seg(email_id)}/tags", json={"tags": dict(tags)})
+        )
+
+    def delete_tag(self, email_id: str, name: str) -> R:
+        return self._call(_Request("DELETE", f"/v1/emails/{_seg(email_id)}/tags/{_seg(name)}"))
+
+    # oversight
+
+    def list_pending(self, limit: int = 50, cursor: str | None = None) -> R:
+        """Held messages awaiting a decision: ``{pending: [...], next_cursor}``."""
+        return self._call(
+            _Request("GET", "/v1/oversight/pending", params={"limit": limit, "cursor": cursor})
+        )
+
+    def decide_email(
+        self,
+        pending_id: str | None = None,
+        email_id: str | None = None,
+        action: str = "approve",
+        reason: str | None = None,
+        edits: dict[str, str] | None = None,
+    ) -> R:
+        """Approve or reject a held message, by ``pending_id`` or ``email_id``; ``edits``
+        may change ``subject``/``body_text``/``body_html`` before approval."""
+        body = _body(
+            pending_id=pending_id, email_id=email_id, action=action, reason=reason, edits=edits
+        )
+        return self._call(_Request("POST", "/v1/oversight/decide", json=body))
+
+    def approve(
+        self, pending_id: str, reason: str | None = None, edits: dict[str, str] | None = None
+    ) -> R:
+        """``decide_email(pending_id, action="approve", ...)``."""
+        return self.decide_email(
+            pending_id=pending_id, action="approve", reason=reason, edits=edits
+        )
+
+    def reject(self, pending_id: str, reason: str | None = None) -> R:
+        """``decide_email(pending_id, action="reject", ...)``."""
+        return self.decide_email(pending_id=pending_id, action="reject", reason=reason)
+
+    # reputation, audit, usage, domains, events
+
+    def get_reputation(self, mailbox_id: str) -> R:
+        """Score 0-100, bounce/complaint/delivery rates and 30-day counts for one mailbox."""
+        return self._call(_Request("GET", f"/v1/mailboxes/{_seg(mailbox_id)}/reputation"))
+
+    def list_reputation(self, sort: str = "reputation_score", order: str | None = None) -> R:
+        """Every mailbox's reputation, sorted by ``reputation_score``, ``bounce_rate``,
+        ``complaint_rate`` or ``delivery_rate`` (worst first for the rates)."""
+        return self._call(_Request("GET", "/v1/reputation", params={"sort": sort, "order": order}))
+
+    def get_audit_log(self, limit: int = 50, cursor: str | None = None) -> R:
+        """``{entries: [...], next_cursor}``, hash-chained per account."""
+        return self._call(
+            _Request("GET", "/v1/audit-log", params={"limit": limit, "cursor": cursor})
+        )
+
+    def verify_audit_log(self) -> R:
+        """Recompute the hash chain: ``{valid, entries, broken_at}``."""
+        return self._call(_Request("GET", "/v1/audit-log/verify"))
+
+    def get_usage(self) -> R:
+        return self._call(_Request("GET", "/v1/usage"))
+
+    def list_domains(self) -> R:
+        """``{domains: [{domain, status, dns_records}]}``."""
+        return self._call(_Request("GET", "/v1/domains"))
+
+    def list_events(
+        self,
+        after: int = 0,
+        mailbox_id: str | None = None,
+        type: str | Iterable[str] | None = None,
+        limit: int = 100,
+    ) -> R:
+        """Events with ``seq`` greater than ``after``, in commit order; ``type`` filters."""
+        types = ",".join(_listed(type) or []) or None
+        params = {"after": after, "mailbox_id": mailbox_id, "type": types, "limit": limit}
+        return self._call(_Request("GET", "/v1/events", params=params))
+
+    # contacts and suppression
+
+    def list_contacts(self, q: str | None = None) -> R:
+        return self._call(_Request("GET", "/v1/contacts", params={"q": q}))
+
+    def add_contact(
+        self,
+        email: str,
+        name: str | None = None,
+        tags: Iterable[str] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> R:
+        body = _body(email=email, name=name, tags=_listed(tags))
+        return self._call(
+            _Request("POST", "/v1/contacts", json=body, idempotency_key=idempotency_key)
+        )
+
+    def delete_contact(self, contact_id: str) -> R:
+        return self._call(_Request("DELETE", f"/v1/contacts/{_seg(contact_id)}"))
+
+    def list_suppressions(self) -> R:
+        """Addresses no mailbox of the account will send to."""
+        return self._call(_Request("GET", "/v1/suppression"))
+
+    def add_suppression(self, email_address: str, reason: str | None = None) -> R:
+        body = _body(email_address=email_address, reason=reason)
+        return self._call(_Request("POST", "/v1/suppression", json=body))
+
+    def remove_suppression(self, email_address: str) -> R:
+        return self._call(_Request("DELETE", f"/v1/suppression/{_seg(email_address)}"))
+
+
+# --- the clients ------------------------------------------------------------------------
+
+
+def _raw_request(email_id: str) -> _Request:
+    request = _Request("GET", f"/v1/emails/{_seg(email_id)}/raw")
+    request.headers["Accept"] = "message/rfc822"
+    return request
+
+
+class Client(_Operations[Result]):
+    """Synchronous client. ``with Client() as mm: mm.check_inbox(mailbox_id=...)``."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api_key = _api_key(api_key)
+        self.base_url = _base_url(base_url)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=_headers(self.api_key),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def _send(self, request: _Request) -> httpx.Response:
+        try:
+            return self._http.request(
+                request.method,
+                request.path,
+                params=request.params,
+                json=request.json,
+                headers=request.headers,
+            )
+        except httpx.TransportError as exc:
+            raise APIConnectionError(self.base_url, str(exc) or type(exc).__name__) from exc
+
+    def _call(self, request: _Request) -> Result:
+        return _parse(self._send(request))
+
+    def get_raw_email(self, email_id: str) -> bytes:
+        """The message exactly as received or sent (RFC 5322 bytes)."""
+        response = self._send(_raw_request(email_id))
+        if response.status_code >= 400:
+            raise _error(response)
+        return response.content
+
+    def iter_mailboxes(self, limit: int = 50) -> Iterator[Result]:
+        """Every mailbox, following ``next_cursor`` page by page."""
+        cursor = None
+        while True:
+            page = self.list_mailboxes(limit=limit, cursor=cursor)
+            yield from page.mailboxes
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(base_url={self.base_url!r})"
+
+
+class AsyncClient(_Operations[Awaitable[Result]]):
+    """Asynchronous client: the same methods as ``Client``, awaited.
+
+    ``async with AsyncClient() as mm: await mm.check_inbox(mailbox_id=...)``.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.api_key = _api_key(api_key)
+        self.base_url = _base_url(base_url)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=_headers(self.api_key),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def _send(self, request: _Request) -> httpx.Response:
+        try:
+            return await self._http.request(
+                request.method,
+                request.path,
+                params=request.params,
+                json=request.json,
+                headers=request.headers,
+            )
+        except httpx.TransportError as exc:
+            raise APIConnectionError(self.base_url, str(exc) or type(exc).__name__) from exc
+
+    async def _run(self, request: _Request) -> Result:
+        return _parse(await self._send(request))
+
+    def _call(self, request: _Request) -> Awaitable[Result]:
+        return self._run(request)
+
+    async def get_raw_email(self, email_id: str) -> bytes:
+        """The message exactly as received or sent (RFC 5322 bytes)."""
+        response = await self._send(_raw_request(email_id))
+        if response.status_code >= 400:
+            raise _error(response)
+        return response.content
+
+    async def iter_mailboxes(self, limit: int = 50) -> AsyncIterator[Result]:
+        """Every mailbox, following ``next_cursor`` page by page."""
+        cursor = None
+        while True:
+            page = await self.list_mailboxes(limit=limit, cursor=cursor)
+            for mailbox in page.mailboxes:
+                yield mailbox
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(base_url={self.base_url!r})"

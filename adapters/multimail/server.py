@@ -1,0 +1,236 @@
+"""``multimail serve``: one process serving the HTTP API and the background workers.
+
+Wiring lives here and nowhere else (the bootstrap): settings from flags and
+``MULTIMAIL_*`` environment variables → store → service → app → uvicorn, plus the delivery
+worker. SIGTERM stops accepting, lets in-flight requests and the current delivery batch
+finish, then exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+from ulid import ULID
+
+from multimail.api import create_app
+from multimail.service import Config, Service
+from multimail.store import open_store
+
+log = logging.getLogger("multimail.server")
+
+DEFAULTS = {
+    "db": "sqlite:///./var/multimail.db",
+    "http": "127.0.0.1:8025",
+    "smtp": "127.0.0.1:2525",
+    "domain": "agents.localhost",
+    "relay": None,
+    "data_dir": "./var",
+    "public_url": None,
+}
+
+
+@dataclass
+class Settings:
+    db: str = DEFAULTS["db"]  # type: ignore[assignment]
+    http: str = DEFAULTS["http"]  # type: ignore[assignment]
+    smtp: str = DEFAULTS["smtp"]  # type: ignore[assignment]
+    domain: str = DEFAULTS["domain"]  # type: ignore[assignment]
+    relay: str | None = None
+    data_dir: str = DEFAULTS["data_dir"]  # type: ignore[assignment]
+    public_url: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.http, "--http")
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.http_host_port
+        return self.public_url or f"http://{host}:{port}"
+
+
+def split_host_port(value: str, flag: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SystemExit(f"multimail serve: {flag} wants HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    parser = argparse.ArgumentParser(
+        prog="multimail serve",
+        description="Run the MultiMail server: HTTP API and workers in one process. "
+        "Every flag also reads MULTIMAIL_<FLAG> (e.g. MULTIMAIL_DB).",
+    )
+    for name, default in DEFAULTS.items():
+        flag = "--" + name.replace("_", "-")
+        value = env.get("MULTIMAIL_" + name.upper(), default)
+        parser.add_argument(flag, default=value, help=f"default: {value}")
+    args = parser.parse_args(list(argv))
+    return Settings(
+        db=args.db,
+        http=args.http,
+        smtp=args.smtp,
+        domain=args.domain,
+        relay=args.relay,
+        data_dir=args.data_dir,
+        public_url=args.public_url,
+        admin_key=env.get("MULTIMAIL_ADMIN_KEY") or None,
+    )
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_ulid() -> str:
+    return str(ULID())
+
+
+def build_service(settings: Settings) -> Service:
+    store = open_store(settings.db)
+    return Service(
+        store,
+        clock=wall_clock_ms,
+        new_ulid=new_ulid,
+        config=Config(domain=settings.domain, public_url=settings.base_url),
+    )
+
+
+def bootstrap_admin(service: Service, settings: Settings) -> str | None:
+    """Ensure the admin key; a generated one is written to <data-dir>/admin.key (0600)."""
+    _, generated = service.bootstrap(settings.admin_key)
+    if generated is None:
+        return None
+    path = Path(settings.data_dir) / "admin.key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(generated + "\n")
+    return generated
+
+
+class _QuietServer(uvicorn.Server):
+    """Signals are the Runtime's: it stops uvicorn, then the workers, then exits 0.
+
+    (uvicorn's own handling re-raises SIGTERM after shutdown, which would end the
+    process with status 143 instead of 0.)
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def,override]
+        yield
+
+
+class Runtime:
+    """The running server: uvicorn plus the delivery worker on one event loop."""
+
+    def __init__(
+        self, service: Service, settings: Settings, *, sock: socket.socket | None = None
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.sock = sock
+        self.ready = asyncio.Event()
+        self._kick: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self.app = create_app(service, on_send=self.kick)
+        host, port = settings.http_host_port
+        self.uvicorn = _QuietServer(
+            uvicorn.Config(self.app, host=host, port=port, log_level="warning", lifespan="off")
+        )
+
+    def kick(self) -> None:
+        loop, event = self._loop, self._kick
+        if loop is not None and event is not None:
+            loop.call_soon_threadsafe(event.set)
+
+    async def _deliveries(self) -> None:
+        assert self._kick is not None
+        while not self._stopping:
+            try:
+                done = await asyncio.to_thread(self.service.run_deliveries)
+            except Exception:
+                log.exception("delivery batch failed; retrying")
+                done = 0
+            if done:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=0.5)
+            self._kick.clear()
+
+    async def serve(self, *, handle_signals: bool = False) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._kick = asyncio.Event()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self.stop)
+        worker = asyncio.create_task(self._deliveries())
+        sockets = [self.sock] if self.sock is not None else None
+        server = asyncio.create_task(self.uvicorn.serve(sockets=sockets))
+        while not self.uvicorn.started and not server.done():
+            await asyncio.sleep(0.01)
+        self.ready.set()
+        await server
+        self._stopping = True
+        self.kick()
+        await worker
+
+    def stop(self) -> None:
+        self.uvicorn.should_exit = True
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = parse_settings(argv)
+    if settings.db.startswith("sqlite:///./") or settings.db.startswith("sqlite:///var"):
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    service = build_service(settings)
+    generated = bootstrap_admin(service, settings)
+    runtime = Runtime(service, settings)
+    print(f"MultiMail API      {settings.base_url}", flush=True)
+    print(f"  OpenAPI          {settings.base_url}/openapi.json", flush=True)
+    print(f"  mail domain      {settings.domain}", flush=True)
+    if generated:
+        where = Path(settings.data_dir) / "admin.key"
+        print(f"  admin key        {generated}   (shown once; also in {where})", flush=True)
+    elif settings.admin_key:
+        print("  admin key        from MULTIMAIL_ADMIN_KEY", flush=True)
+    else:
+        print(
+            f"  admin key        already created; see {Path(settings.data_dir) / 'admin.key'}",
+            flush=True,
+        )
+    print(
+        "  SMTP inbound     arrives with the SMTP release; local (agent-to-agent) delivery is on",
+        flush=True,
+    )
+    try:
+        asyncio.run(runtime.serve(handle_signals=True))
+    finally:
+        service.store.close()
+    return 0
+
+
+def main() -> int:  # pragma: no cover - console entry
+    return serve_main(sys.argv[1:])
+
+
+__all__ = ["Runtime", "Settings", "build_service", "parse_settings", "serve_main"]
