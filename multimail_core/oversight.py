@@ -139,8 +139,8 @@ RULES: tuple[Rule, ...] = (
           Condition.LOWERING_BY_ACTOR_WHO_MAY_LOWER, Verdict.ALLOW,
           "the mailbox's own key may keep or lower its autonomy"),
     _rule("agent_cannot_raise", Action.MODE_CHANGE, _ALL, Condition.ALWAYS, Verdict.DENY,
-          "only an unrestricted admin or oversight key may raise autonomy; "
-          "an agent key can request an upgrade instead"),
+          "only an unrestricted admin or oversight key raises autonomy, and only they or "
+          "the mailbox's own key lower it; an agent key can request an upgrade instead"),
 )  # fmt: skip
 
 DEFAULT_RULE = "no_rule_matched"

@@ -239,10 +239,10 @@ def receive(
 ) -> Receipt:
     """Store an inbound message: visible to the agent, or held for review (gated_all).
 
-    :raises MailboxUnavailable: when the mailbox is decommissioned (P11).
+    :raises MailboxUnavailable: when the mailbox is not active (P11; PRODUCT §6).
     """
     if not mailbox.can_receive(box):
-        raise MailboxUnavailable("mailbox is decommissioned; it receives nothing")
+        raise MailboxUnavailable(f"mailbox is {box.status.value}; it receives nothing")
     decision = oversight.decide(oversight.Request(box.mode, oversight.Action.INBOUND))
     held = decision.verdict is oversight.Verdict.HOLD
     message = inbound.Inbound(
@@ -307,6 +307,8 @@ class Decided:
     approval: approvals.Approval
     message: Message
     events: tuple[Event, ...]
+    #: Trust evidence for the sending mailbox (§8); None for inbound reviews.
+    review: reputation.Outcome | None = None
 
 
 @icontract.require(lambda approval, message: approval.message_id == message.id)
@@ -372,13 +374,20 @@ def decide(
             else outbound.Reject(approval.id, reviewer.id, reason)
         )
         new_message, events = outbound.apply(message, ocmd, now=now)
-    else:
-        icmd: inbound.Command = (
-            inbound.Approve(approval.id, reviewer.id)
-            if approve
-            else inbound.Reject(approval.id, reviewer.id, reason)
+        review = (
+            reputation.Outcome.REVIEW_REJECTED
+            if not approve
+            else reputation.Outcome.REVIEW_EDITED
+            if decided.edited is not None
+            else reputation.Outcome.REVIEW_APPROVED
         )
-        new_message, events = inbound.apply(message, icmd, now=now)
+        return Decided(decided, new_message, events, review)
+    icmd: inbound.Command = (
+        inbound.Approve(approval.id, reviewer.id)
+        if approve
+        else inbound.Reject(approval.id, reviewer.id, reason)
+    )
+    new_message, events = inbound.apply(message, icmd, now=now)
     return Decided(decided, new_message, events)
 
 
