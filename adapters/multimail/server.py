@@ -219,7 +219,19 @@ def serve_main(argv: Sequence[str]) -> int:
             flush=True,
         )
     print(
-        "  SMTP inbound     arrives with the SMTP release; local (agent-to-agent) delivery is on",
+        "  SMTP inbound     arrives with the SMTP release; agent-to-agent mail is delivered locally"
+    )
+    key = generated or "$(cat " + str(Path(settings.data_dir) / "admin.key") + ")"
+    if settings.admin_key and not generated:
+        key = "$MULTIMAIL_ADMIN_KEY"
+    print(
+        "\nQuickstart:\n"
+        f"  export MULTIMAIL_API_URL={settings.base_url}\n"
+        f"  export MULTIMAIL_API_KEY={key}\n"
+        '  curl -s -X POST "$MULTIMAIL_API_URL/v1/mailboxes" \\\n'
+        '    -H "Authorization: Bearer $MULTIMAIL_API_KEY" -H "Content-Type: application/json" \\\n'
+        """    -d '{"name": "support-agent", "oversight_mode": "monitored"}'\n"""
+        "  .venv/bin/multimail mailboxes list\n",
         flush=True,
     )
     try:
