@@ -24,7 +24,7 @@ from pathlib import Path
 import uvicorn
 from ulid import ULID
 
-from multimail.api import create_app
+from multimail.api import RateLimiter, create_app
 from multimail.service import Config, Service
 from multimail.store import open_store
 
@@ -38,6 +38,19 @@ DEFAULTS = {
     "relay": None,
     "data_dir": "./var",
     "public_url": None,
+    "rate_limit": "100",
+}
+
+
+HELP = {
+    "db": "store URL: sqlite:///PATH (postgresql:// arrives with scale-out)",
+    "http": "HOST:PORT for the HTTP API",
+    "smtp": "HOST:PORT for inbound SMTP (arrives with the SMTP release)",
+    "domain": "the server's mail domain; accounts get <slug>.<domain>",
+    "relay": "smtp://HOST:PORT relay for outbound mail (arrives with the SMTP release)",
+    "data_dir": "directory for admin.key and local data",
+    "public_url": "URL used in links (default http://<--http>)",
+    "rate_limit": "requests/s per API key, burst twice that; 0 turns it off",
 }
 
 
@@ -51,6 +64,7 @@ class Settings:
     data_dir: str = DEFAULTS["data_dir"]  # type: ignore[assignment]
     public_url: str | None = None
     admin_key: str | None = field(default=None, repr=False)
+    rate_limit: float = 100.0
 
     @property
     def http_host_port(self) -> tuple[str, int]:
@@ -79,7 +93,7 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
     for name, default in DEFAULTS.items():
         flag = "--" + name.replace("_", "-")
         value = env.get("MULTIMAIL_" + name.upper(), default)
-        parser.add_argument(flag, default=value, help=f"default: {value}")
+        parser.add_argument(flag, default=value, help=HELP.get(name, "") + f" (default: {value})")
     args = parser.parse_args(list(argv))
     return Settings(
         db=args.db,
@@ -90,7 +104,20 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         data_dir=args.data_dir,
         public_url=args.public_url,
         admin_key=env.get("MULTIMAIL_ADMIN_KEY") or None,
+        rate_limit=_rate(args.rate_limit),
     )
+
+
+def _rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        raise SystemExit(
+            f"multimail serve: --rate-limit wants requests/s per key, got {value!r}"
+        ) from None
+    if rate < 0:
+        raise SystemExit("multimail serve: --rate-limit must be >= 0 (0 turns it off)")
+    return rate
 
 
 def wall_clock_ms() -> int:
@@ -149,7 +176,8 @@ class Runtime:
         self._kick: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
-        self.app = create_app(service, on_send=self.kick)
+        limiter = RateLimiter(rate=settings.rate_limit, burst=max(1, int(settings.rate_limit * 2)))
+        self.app = create_app(service, limiter=limiter, on_send=self.kick)
         host, port = settings.http_host_port
         self.uvicorn = _QuietServer(
             uvicorn.Config(self.app, host=host, port=port, log_level="warning", lifespan="off")
