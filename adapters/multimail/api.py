@@ -484,7 +484,12 @@ def create_app(
             "reason": result.decision.reason,
         }
         if dry_run:
-            return 200, {"dry_run": True, "status": result.status, **decision}
+            return 200, {
+                "dry_run": True,
+                "status": result.status,
+                **decision,
+                "oversight": decision,
+            }
         body: dict[str, object] = {
             "status": result.status,
             "message_id": result.message_id,
@@ -679,13 +684,16 @@ def create_app(
     def events(
         key: AuthKey,
         after: Annotated[int, Query(ge=0)] = 0,
+        cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
         mailbox_id: str | None = None,
         type: str | None = None,
         limit: Limit = 100,
     ) -> dict[str, object]:
+        """Events in commit order; resume with ``after`` (a ``seq``) or ``cursor``."""
+        start = int(cursor) if cursor is not None else after
         types = frozenset(t for t in type.split(",") if t) if type else None
         items = service.list_events(
-            key, after=after, mailbox_id=mailbox_id, types=types, limit=limit
+            key, after=start, mailbox_id=mailbox_id, types=types, limit=limit
         )
         nxt = str(items[-1].seq) if len(items) == limit else None
         return {"events": [render.event_view(e) for e in items], "next_cursor": nxt}
@@ -717,9 +725,14 @@ def create_app(
         }
 
     @route("POST", "/v1/suppression", "suppression.manage", status_code=201)
-    def add_suppression(body: CreateSuppression, key: AuthKey) -> JSONResponse:
-        entry = service.add_suppression(key, body.email_address, body.reason)
-        return JSONResponse(render.suppression_view(entry), status_code=201)
+    def add_suppression(
+        body: CreateSuppression, key: AuthKey, idem: IdemHeader = None
+    ) -> JSONResponse:
+        def make() -> tuple[int, dict[str, object]]:
+            entry = service.add_suppression(key, body.email_address, body.reason)
+            return 201, render.suppression_view(entry)
+
+        return once(key, idem, body, "/v1/suppression", make)
 
     @route("DELETE", "/v1/suppression/{address}", "suppression.manage")
     def remove_suppression(address: str, key: AuthKey) -> dict[str, object]:

@@ -171,24 +171,27 @@ class Output:
 Handler = Callable[[Client, argparse.Namespace, Output], int]
 
 
+def _read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"cannot read {path}: {reason}") from exc
+
+
 def _read_body(args: argparse.Namespace) -> str:
     if args.body is not None:
         return str(args.body)
-    if args.body_file is not None:
-        if args.body_file == "-":
-            return sys.stdin.read()
-        with open(args.body_file, encoding="utf-8") as f:
-            return f.read()
-    if sys.stdin is None or sys.stdin.isatty():
+    if args.body_file not in (None, "-"):
+        return _read_file(args.body_file)
+    if args.body_file is None and (sys.stdin is None or sys.stdin.isatty()):
         raise UsageError("give --body TEXT, --body-file FILE, or pipe the body on stdin")
     return sys.stdin.read()
 
 
 def _read_html(args: argparse.Namespace) -> str | None:
-    if args.html is None:
-        return None
-    with open(args.html, encoding="utf-8") as f:
-        return f.read()
+    return None if args.html is None else _read_file(args.html)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -719,7 +722,12 @@ def _serve(argv: list[str]) -> int:
             raise
         print("error: unavailable: this build has no server (multimail.server)", file=sys.stderr)
         return SERVER
-    return serve_main(argv)
+    try:
+        return serve_main(argv)
+    except SystemExit as exc:  # the server's argparse: --help or a bad flag
+        if isinstance(exc.code, str):
+            print(f"error: usage: {exc.code}", file=sys.stderr)
+        return exc.code if isinstance(exc.code, int) else (OK if exc.code is None else USAGE)
 
 
 def _fail(exc: MultimailAPIError, client: Client | None, as_json: bool) -> int:
@@ -756,11 +764,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: usage: {exc}", file=sys.stderr)
         return USAGE
     except BrokenPipeError:  # `multimail ... | head`
-        return FAILED
-    except OSError as exc:
-        print(
-            f"error: io: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr
-        )
         return FAILED
     except KeyboardInterrupt:
         return 130

@@ -269,7 +269,16 @@ def _parse(response: httpx.Response) -> Result:
         raise _error(response)
     if not response.content:
         return Result()
-    data = response.json()
+    try:
+        data = response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type")
+        raise ServerError(
+            response.status_code,
+            "invalid_response",
+            f"expected JSON from {response.request.url}, got {kind}; is this a MultiMail server?",
+            response.text[:300],
+        ) from None
     return Result(data if isinstance(data, dict) else {"items": data})
 
 

@@ -181,6 +181,7 @@ def pending_view(approval: Approval, record: MessageRecord) -> dict[str, object]
         "email_id": record.id,
         "mailbox_id": approval.mailbox_id,
         "direction": approval.direction.value,
+        "sender": c.sender,
         "from": c.sender,
         "to": list(c.to),
         "cc": list(c.cc),

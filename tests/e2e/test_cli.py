@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from multimail.embedded import Embedded, run_embedded
 
 _names = itertools.count(1)
