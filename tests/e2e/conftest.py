@@ -29,21 +29,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_dir: Path, *extra: str, admin_key: str = "mm_live_e2e_admin_key") -> Served:
+def start_server(
+    data_dir: Path,
+    *extra: str,
+    admin_key: str = "mm_live_e2e_admin_key",
+    cwd: Path | None = None,
+    defaults: bool = False,
+) -> Served:
+    """Run ``multimail serve``; with ``defaults`` it uses the default --db and --data-dir
+    (./var under ``cwd``), as ``make serve`` does."""
     port = free_port()
-    env = {**os.environ, "MULTIMAIL_ADMIN_KEY": admin_key}
+    env = {k: v for k, v in os.environ.items() if k != "MULTIMAIL_ADMIN_KEY"}
+    if admin_key:
+        env["MULTIMAIL_ADMIN_KEY"] = admin_key
+    where = (
+        [] if defaults else ["--db", f"sqlite:///{data_dir / 'mm.db'}", "--data-dir", str(data_dir)]
+    )
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "multimail.cli", "serve",
-            "--db", f"sqlite:///{data_dir / 'mm.db'}",
-            "--http", f"127.0.0.1:{port}",
-            "--data-dir", str(data_dir),
+            sys.executable,
+            "-m",
+            "multimail.cli",
+            "serve",
+            "--http",
+            f"127.0.0.1:{port}",
+            *where,
             *extra,
         ],
         env=env,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
