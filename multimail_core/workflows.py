@@ -325,6 +325,14 @@ class Decided:
     "P2/P11: nothing is released from a read_only or inactive mailbox",
 )
 @icontract.ensure(
+    lambda box, result: (
+        not isinstance(result.message, inbound.Inbound)
+        or not inbound.is_visible(result.message)
+        or mailbox.can_receive(box)
+    ),
+    "P11: nothing is released into an inactive mailbox",
+)
+@icontract.ensure(
     lambda approval, reviewer: approval.created_by != reviewer.id and is_overseer(reviewer),
     "P1",
 )
@@ -348,13 +356,17 @@ def decide(
 
     :raises NotPermitted: when the reviewer may not decide (P1, P6).
     :raises IllegalTransition: when already decided, or the message is no longer held.
-    :raises MailboxUnavailable: when approving outbound mail of an inactive mailbox.
+    :raises MailboxUnavailable: when approving mail of (or into) an inactive mailbox (P11).
     :raises OversightDenied: when approving outbound mail of a read_only mailbox.
     :raises RecipientSuppressed: when approving outbound mail to a suppressed recipient.
     """
     _require(reviewer, "oversight.decide", box)
     if approve and isinstance(message, outbound.Outbound):
         _check_release(box, message, suppressed)
+    if approve and not mailbox.can_receive(box) and isinstance(message, inbound.Inbound):
+        raise MailboxUnavailable(
+            f"mailbox is {box.status.value}; held mail is not released into it"
+        )
     command: approvals.Command = (
         approvals.Approve(reviewer, edits) if approve else approvals.Reject(reviewer, reason)
     )

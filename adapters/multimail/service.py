@@ -966,28 +966,76 @@ class Service:
             self.store.update_message(replace(record, state=state))
             return
         targets = [(rcpt, self._local_mailbox(rcpt)) for rcpt in state.recipients]
-        external = [rcpt for rcpt, target in targets if target is None]
+        external = [r for r, box_ in targets if box_ is None and not self._is_local_domain(r)]
+        unknown = [r for r, box_ in targets if box_ is None and self._is_local_domain(r)]
         if external:
             code, text = 451, "4.4.0 no relay configured for external recipients"
+        elif not any(box_ for _, box_ in targets):
+            code, text = 550, "5.1.1 no such mailbox on this server"
         else:
             code, text = 250, "2.0.0 delivered locally"
         state, events = outbound.apply(state, outbound.RecordAttempt(code, text), now=now)
         self._emit(account_id, events, now)
-        if state.status is outbound.Status.SENT:
-            headers = (*record.content.headers, ("X-MultiMail-Hops", "1"))
-            for _rcpt, target in targets:
-                if target is not None:
-                    self.deliver_local(target, replace(record.content, headers=headers), None, now)
-            self.store.add_fact(
-                ReputationFact(state.mailbox_id, reputation.Outcome.SENT.value, now)
+        if state.status is outbound.Status.BOUNCED:
+            self._record_bounce(state, unknown, now)
+        if state.status is not outbound.Status.SENT:
+            self.store.update_message(replace(record, state=state))
+            return
+        headers = (*record.content.headers, ("X-MultiMail-Hops", "1"))
+        for _rcpt, target in targets:
+            if target is not None:
+                self.deliver_local(target, replace(record.content, headers=headers), None, now)
+        if state.monitored:
+            self._oversight_copy(record, now)
+        self.store.add_fact(ReputationFact(state.mailbox_id, reputation.Outcome.SENT.value, now))
+        if unknown:  # RFC 3464 would report these in a DSN; locally we know at once
+            state, events = outbound.apply(
+                state, outbound.RecordBounce(tuple(unknown), "550 5.1.1 no such mailbox"), now=now
             )
-            if not external:
-                state, events = outbound.apply(state, outbound.ConfirmDelivery(), now=now)
-                self._emit(account_id, events, now)
-                self.store.add_fact(
-                    ReputationFact(state.mailbox_id, reputation.Outcome.DELIVERED.value, now)
-                )
+            self._emit(account_id, events, now)
+            self._record_bounce(state, unknown, now)
+        else:
+            state, events = outbound.apply(state, outbound.ConfirmDelivery(), now=now)
+            self._emit(account_id, events, now)
+            self.store.add_fact(
+                ReputationFact(state.mailbox_id, reputation.Outcome.DELIVERED.value, now)
+            )
         self.store.update_message(replace(record, state=state))
+
+    def _is_local_domain(self, address: str) -> bool:
+        domain = parse_address(address).domain
+        return domain == self.config.domain or domain.endswith("." + self.config.domain)
+
+    def _record_bounce(self, state: outbound.Outbound, recipients: Sequence[str], now: int) -> None:
+        """A hard bounce: the mailbox's reputation and the account's suppression list."""
+        self.store.add_fact(
+            ReputationFact(state.mailbox_id, reputation.Outcome.HARD_BOUNCE.value, now)
+        )
+        for address in workflows.suppressions_for(reputation.Outcome.HARD_BOUNCE, recipients):
+            self.store.add_suppression(
+                Suppression(state.account_id, address, "hard_bounce", state.mailbox_id, now)
+            )
+
+    def _oversight_copy(self, record: MessageRecord, now: int) -> None:
+        """P4: one hidden copy of a monitored mailbox's message to the operator."""
+        account = self.store.get_account(record.state.account_id)
+        if account is None or not account.oversight_email:
+            self._audit(
+                record.state.account_id, None, "oversight.copy_skipped", "message", record.id,
+                now, reason="the account has no oversight_email",
+            )  # fmt: skip
+            return
+        target = self._local_mailbox(account.oversight_email)
+        headers = (*record.content.headers, ("X-MultiMail-Oversight-Copy", record.id))
+        if target is not None:
+            self.deliver_local(target, replace(record.content, headers=headers), None, now)
+            outcome = "delivered"
+        else:
+            outcome = "waiting_for_relay"  # external delivery arrives with the SMTP release
+        self._audit(
+            record.state.account_id, None, "oversight.copy", "message", record.id, now,
+            to=account.oversight_email, outcome=outcome,
+        )  # fmt: skip
 
     def _local_mailbox(self, address: str) -> mailbox.Mailbox | None:
         parsed = parse_address(address)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+
 from multimail.api import create_app
 from multimail.service import Config, Service
 from multimail.store.sqlite import SqliteStore
-
 from multimail_core.authorization import OPERATIONS
 
 SPEC = Path(__file__).parents[2] / "spec" / "routes.toml"
