@@ -60,10 +60,18 @@ def _sub_code(text: str) -> int | None:
     return int(text)
 
 
-@icontract.ensure(lambda result: result is None or result[0] in (2, 4, 5))
-@icontract.ensure(lambda result: result is None or 0 <= result[1] <= 999)
-@icontract.ensure(lambda result: result is None or 0 <= result[2] <= 999)
-@icontract.ensure(lambda text, result: result is None or text.lstrip()[:1] == str(result[0]))
+@icontract.ensure(
+    lambda text, result: (
+        result is None
+        or (
+            result[0] in (2, 4, 5)
+            and 0 <= result[1] <= 999
+            and 0 <= result[2] <= 999
+            and text.lstrip()[:1] == str(result[0])
+        )
+    ),
+    "class 2, 4 or 5, as written first in the text; subject and detail of 1 to 3 digits",
+)
 def parse_enhanced(text: str) -> tuple[int, int, int] | None:
     """The RFC 3463 status code ``class.subject.detail`` opening an SMTP reply text, if any.
 
@@ -83,8 +91,13 @@ def parse_enhanced(text: str) -> tuple[int, int, int] | None:
 
 
 @icontract.require(lambda code: 0 <= code <= 999)
-@icontract.ensure(lambda code, result: result is not ReplyClass.ACCEPTED or code // 100 == 2)
-@icontract.ensure(lambda code, result: code // 100 in (2, 4, 5) or result is ReplyClass.TRANSIENT)
+@icontract.ensure(
+    lambda code, result: (
+        (result is not ReplyClass.ACCEPTED or code // 100 == 2)
+        and (code // 100 in (2, 4, 5) or result is ReplyClass.TRANSIENT)
+    ),
+    "only a 2yz is accepted; a code that is not 2yz/4yz/5yz is transient",
+)
 @icontract.ensure(
     lambda code, text, result: (
         parse_enhanced(text) is not None

@@ -67,8 +67,9 @@ class Fact:
 
 
 @icontract.invariant(
-    lambda self: (
-        min(
+    lambda self: all(
+        n >= 0
+        for n in (
             self.sent,
             self.delivered,
             self.hard_bounced,
@@ -79,7 +80,6 @@ class Fact:
             self.edited,
             self.rejected,
         )
-        >= 0
     )
 )
 @dataclasses.dataclass(frozen=True)
@@ -101,14 +101,21 @@ def _total(c: Counters) -> int:
     return sum(int(getattr(c, name)) for name in COUNTER_OF.values())
 
 
+def _at_most(a: Counters, b: Counters) -> bool:
+    return all(getattr(a, name) <= getattr(b, name) for name in COUNTER_OF.values())
+
+
 def _in_span(fact: Fact, now: int, days: int) -> bool:
     # Inclusive at both ends: a fact exactly ``days`` old is not yet older than the window.
     return now - days * DAY_MS <= fact.at <= now
 
 
-@icontract.ensure(lambda facts, result: _total(result) == len(facts))
 @icontract.ensure(
-    lambda facts, result: result.sent == sum(1 for f in facts if f.outcome is Outcome.SENT)
+    lambda facts, result: (
+        _total(result) == len(facts)
+        and result.sent == sum(1 for f in facts if f.outcome is Outcome.SENT)
+    ),
+    "every fact is counted once, under its own outcome",
 )
 def tally(facts: Sequence[Fact]) -> Counters:
     """Count every fact, whatever its time."""
@@ -122,19 +129,15 @@ def tally(facts: Sequence[Fact]) -> Counters:
 @icontract.require(lambda days: days >= 1)
 @icontract.require(lambda last_sends: last_sends >= 1)
 @icontract.ensure(
-    lambda facts, result: all(
-        getattr(result, name) <= getattr(tally(facts), name) for name in COUNTER_OF.values()
-    ),
-    "windowing only drops facts",
-)
-@icontract.ensure(
     lambda facts, now, days, last_sends, result: (
-        result.sent
+        _at_most(result, tally(facts))
+        and result.sent
         == min(
             last_sends,
             sum(1 for f in facts if f.outcome is Outcome.SENT and _in_span(f, now, days)),
         )
-    )
+    ),
+    "windowing only drops facts; it keeps every send of the period, up to last_sends",
 )
 def window(
     facts: Sequence[Fact],
@@ -218,10 +221,15 @@ def approval_rate_bp(c: Counters) -> int:
 # --- score -----------------------------------------------------------------------------------
 
 
-@icontract.invariant(lambda self: 0 <= self.neutral <= self.ceiling)
-@icontract.invariant(lambda self: self.prior_sends >= 1)
-@icontract.invariant(lambda self: self.bounce_weight >= self.ceiling)
-@icontract.invariant(lambda self: self.complaint_weight >= 0)
+@icontract.invariant(
+    lambda self: (
+        0 <= self.neutral <= self.ceiling
+        and self.prior_sends >= 1
+        and self.bounce_weight >= self.ceiling
+        and self.complaint_weight >= 0
+    ),
+    "a neutral prior within range, and weights that keep P8 true",
+)
 @dataclasses.dataclass(frozen=True)
 class Formula:
     """Constants of the score; ``spec/reputation.toml`` publishes the same numbers.
@@ -300,9 +308,13 @@ def record(c: Counters, outcome: Outcome) -> Counters:
 # --- enforcement -----------------------------------------------------------------------------
 
 
-@icontract.invariant(lambda self: self.min_volume >= 1)
-@icontract.invariant(lambda self: 0 <= self.warn_bounce_bp <= self.demote_bounce_bp <= BP)
-@icontract.invariant(lambda self: 0 <= self.warn_complaint_bp <= self.demote_complaint_bp <= BP)
+@icontract.invariant(
+    lambda self: (
+        self.min_volume >= 1
+        and 0 <= self.warn_bounce_bp <= self.demote_bounce_bp <= BP
+        and 0 <= self.warn_complaint_bp <= self.demote_complaint_bp <= BP
+    )
+)
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
     """Enforcement bars (R-REP): rates at or above a bar trip it; below min_volume, nothing."""
@@ -326,7 +338,6 @@ class Enforcement(enum.Enum):
     DEMOTE = "demote"  # mode lowered to Verdict.new_mode, operator notified
 
 
-@icontract.invariant(lambda self: self.reason != "")
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     action: Enforcement
@@ -338,19 +349,17 @@ def _percent(bp: int) -> str:
     return f"{bp // 100}.{bp % 100:02d}%"
 
 
-@icontract.ensure(lambda mode, result: rank(result.new_mode) <= rank(mode), "P13: demotion only")
 @icontract.ensure(
-    lambda mode, result: (result.action is Enforcement.DEMOTE) == (result.new_mode is not mode)
-)
-@icontract.ensure(
-    lambda c, thresholds, result: (
-        c.sent >= thresholds.min_volume or result.action is Enforcement.NONE
-    )
-)
-@icontract.ensure(
-    lambda mode, result: (
-        result.action is not Enforcement.DEMOTE or result.new_mode is lower(mode, DEMOTION_TARGET)
-    )
+    lambda c, mode, thresholds, result: (
+        rank(result.new_mode) <= rank(mode)
+        and (
+            result.new_mode is lower(mode, DEMOTION_TARGET) and result.new_mode is not mode
+            if result.action is Enforcement.DEMOTE
+            else result.new_mode is mode
+        )
+        and (c.sent >= thresholds.min_volume or result.action is Enforcement.NONE)
+    ),
+    "P13: demotion only, to gated_send, and only at volume",
 )
 def enforce(c: Counters, mode: OversightMode, *, thresholds: Thresholds = THRESHOLDS) -> Verdict:
     """What reputation enforcement does to a mailbox in ``mode`` with window counters ``c``."""
@@ -390,8 +399,7 @@ def enforce(c: Counters, mode: OversightMode, *, thresholds: Thresholds = THRESH
 # --- trust evidence --------------------------------------------------------------------------
 
 
-@icontract.invariant(lambda self: self.min_reviewed >= 1)
-@icontract.invariant(lambda self: 0 <= self.min_approval_bp <= BP)
+@icontract.invariant(lambda self: self.min_reviewed >= 1 and 0 <= self.min_approval_bp <= BP)
 @dataclasses.dataclass(frozen=True)
 class PromotionBar:
     """Evidence needed before the API suggests one rung more autonomy (never applied here)."""
@@ -449,14 +457,14 @@ def suppression_for(outcome: Outcome) -> SuppressionReason | None:
     return SUPPRESSES.get(outcome)
 
 
-@icontract.ensure(lambda result: "@" in result)
-@icontract.ensure(lambda result: result == result.lower())
 @icontract.ensure(
-    lambda address, result: result.rpartition("@")[2] == address.rpartition("@")[2].lower()
-)
-@icontract.ensure(
-    lambda result: "+" not in result.rpartition("@")[0] or result.startswith("+"),
-    "the +tag is gone unless the local part is nothing but a tag",
+    lambda address, result: (
+        result == result.lower()
+        and result.rpartition("@")[2] == address.rpartition("@")[2].lower()
+        and result.rpartition("@")[0] != ""
+        and ("+" not in result.rpartition("@")[0] or result.startswith("+"))
+    ),
+    "lowercase, same domain, and the +tag gone unless the local part is nothing but a tag",
 )
 def normalize_for_suppression(address: str) -> str:
     """The key an address is suppressed under: lowercased, ``name+tag@`` folded to ``name@``.
@@ -473,14 +481,16 @@ def normalize_for_suppression(address: str) -> str:
     return f"{base or local}@{domain}".lower()
 
 
-@icontract.ensure(lambda recipients, result: all(r in recipients for r in result))
-@icontract.ensure(lambda result: len(set(result)) == len(result))
 @icontract.ensure(
-    lambda suppressed, result: all(normalize_for_suppression(r) in suppressed for r in result)
+    lambda recipients, suppressed, result: (
+        len(set(result)) == len(result)
+        and all(r in recipients and normalize_for_suppression(r) in suppressed for r in result)
+    ),
+    "only suppressed recipients, once each",
 )
 @icontract.ensure(
     lambda recipients, suppressed, result: all(
-        normalize_for_suppression(r) not in suppressed for r in recipients if r not in result
+        r in result for r in recipients if normalize_for_suppression(r) in suppressed
     ),
     "P14: every suppressed recipient is reported",
 )
