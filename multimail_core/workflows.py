@@ -18,7 +18,7 @@ import icontract
 from multimail_core import approval as approvals
 from multimail_core import authorization as authz
 from multimail_core import inbound, mailbox, outbound, oversight, reputation
-from multimail_core.addresses import Address
+from multimail_core.addresses import Address, parse_address
 from multimail_core.authorization import (
     OPERATIONS,
     Key,
@@ -27,6 +27,7 @@ from multimail_core.authorization import (
     is_overseer,
 )
 from multimail_core.errors import (
+    InvalidAddress,
     InvalidValue,
     MailboxUnavailable,
     OversightDenied,
@@ -45,6 +46,14 @@ from multimail_core.events import (
 from multimail_core.modes import OversightMode, is_raise, rank
 
 MAX_RECIPIENTS = 50
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse_address(text)
+    except InvalidAddress:
+        return False
+    return True
 
 
 def _require(key: Key, operation: str, box: mailbox.Mailbox) -> None:
@@ -563,6 +572,7 @@ def enforce_reputation(
     return box, (ReputationWarned(box.id, verdict.reason),)
 
 
+@icontract.require(lambda recipients: all(_parses(r) for r in recipients))
 @icontract.ensure(lambda result: all(r.lower() == r for r in result))
 def suppressions_for(outcome: reputation.Outcome, recipients: Sequence[str]) -> tuple[str, ...]:
     """Addresses to add to the account suppression list after a bounce or complaint (P14)."""
