@@ -46,7 +46,7 @@ def make_id(kind: Kind, ulid: str) -> str:
     :raises InvalidValue: when ``ulid`` is not ULID text.
     """
     text = ulid.upper()
-    if not is_ulid(text):
+    if not ulid.isascii() or not is_ulid(text):  # 'ß'.upper() == 'SS': validate ASCII first
         raise InvalidValue("id", f"not ULID text: {ulid!r}")
     return f"{kind.value}_{text}"
 

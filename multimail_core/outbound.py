@@ -63,6 +63,7 @@ TERMINAL = frozenset({Status.BOUNCED, Status.FAILED, Status.REJECTED, Status.CAN
 
 @icontract.invariant(lambda self: 0 <= self.handoffs <= 1, "P7")
 @icontract.invariant(lambda self: self.attempts >= self.handoffs)
+@icontract.invariant(lambda self: self.status is not Status.SENDING or self.attempts >= 1)
 @icontract.invariant(lambda self: len(self.recipients) > 0)
 @icontract.invariant(lambda self: self.status not in NEVER_SENT or self.handoffs == 0, "P7")
 @dataclass(frozen=True)
@@ -93,13 +94,15 @@ class Outbound:
 
 @dataclass(frozen=True)
 class Approve:
-    """A reviewer released a held message, possibly after editing it."""
+    """A reviewer released a held message; ``edited`` is the whole new content, if any.
+
+    ``edited`` replaces subject, text and HTML together (an HTML of None removes the HTML
+    part), so what the reviewer approved is exactly what leaves.
+    """
 
     approval_id: str
     reviewer: str
-    subject: str | None = None
-    body_text: str | None = None
-    body_html: str | None = None
+    edited: tuple[str, str, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -212,9 +215,9 @@ def _approve(m: Outbound, c: Approve, now: int) -> tuple[Outbound, Event]:
         m,
         status=S.SCHEDULED if scheduled else S.QUEUED,
         approved_by=c.reviewer,
-        subject=m.subject if c.subject is None else c.subject,
-        body_text=m.body_text if c.body_text is None else c.body_text,
-        body_html=m.body_html if c.body_html is None else c.body_html,
+        subject=m.subject if c.edited is None else c.edited[0],
+        body_text=m.body_text if c.edited is None else c.edited[1],
+        body_html=m.body_html if c.edited is None else c.edited[2],
         next_attempt_at=m.send_at if scheduled else now,
     )
     edited = (after.subject, after.body_text, after.body_html) != (
@@ -241,6 +244,10 @@ def _attempt(m: Outbound, c: RecordAttempt, now: int) -> tuple[Outbound, Event]:
     at = next_attempt_at(now, with_jitter(delay, c.draw))
     after = replace(m, status=S.DEFERRED, last_reply=reply, next_attempt_at=at)
     return after, MessageDeferred(m.mailbox_id, m.id, m.attempts, at, reply)
+
+
+def _send_time_reached(message: Outbound, now: int) -> bool:
+    return message.send_at is not None and message.send_at <= now
 
 
 def _step(m: Outbound, c: Command, now: int) -> tuple[Outbound, Event]:
@@ -280,8 +287,11 @@ def _step(m: Outbound, c: Command, now: int) -> tuple[Outbound, Event]:
 )
 @icontract.require(
     lambda message, command, now: (
-        not isinstance(command, Release) or (message.send_at is not None and message.send_at <= now)
-    )
+        not isinstance(command, Release)
+        or message.status is not S.SCHEDULED
+        or _send_time_reached(message, now)
+    ),
+    "a scheduled message is released only once its send_at is reached",
 )
 @icontract.ensure(lambda message, result: result[0].id == message.id)
 @icontract.ensure(lambda message, result: result[0].recipients == message.recipients)

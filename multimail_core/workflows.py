@@ -179,7 +179,7 @@ def submit(
         account_id=box.account_id,
         thread_id=ids.thread_id,
         created_by=key.id,
-        recipients=tuple(str(a) for a in draft.recipients),
+        recipients=tuple(dict.fromkeys(str(a) for a in draft.recipients)),
         subject=draft.subject,
         body_text=draft.body_text,
         body_html=draft.body_html,
@@ -387,9 +387,7 @@ def decide(
             outbound.Approve(
                 approval.id,
                 reviewer.id,
-                change.subject if change else None,
-                change.body_text if change else None,
-                change.body_html if change else None,
+                (change.subject, change.body_text, change.body_html) if change else None,
             )
             if approve
             else outbound.Reject(approval.id, reviewer.id, reason)
@@ -426,6 +424,10 @@ def _check_release(
 
 
 @icontract.require(lambda box, message: box.id == message.mailbox_id)
+@icontract.require(
+    lambda message: message.status in (outbound.Status.QUEUED, outbound.Status.DEFERRED),
+    "only due mail is claimed; held and scheduled mail is never cancelled here",
+)
 @icontract.ensure(
     lambda result: result[0].status in (outbound.Status.SENDING, outbound.Status.CANCELLED)
 )
@@ -455,8 +457,6 @@ def start_delivery(
 
     Checked again at the last moment because the mailbox may have been suspended,
     decommissioned or made read_only, or a recipient suppressed, since it was queued.
-
-    :raises IllegalTransition: when the message is not queued or deferred.
     """
     try:
         _check_release(box, message, suppressed)
@@ -495,9 +495,10 @@ def change_mode(
     )
     if decision.verdict is not oversight.Verdict.ALLOW:
         raise OversightDenied(decision.rule, decision.reason)
-    if new_mode is box.mode:
-        return box, ()
-    return mailbox.apply(box, mailbox.ChangeMode(new_mode, key.id), now=now)
+    command = mailbox.ChangeMode(new_mode, key.id)
+    if new_mode is box.mode and mailbox.accepts(box, command):
+        return box, ()  # nothing changes, so nothing is announced (P12)
+    return mailbox.apply(box, command, now=now)
 
 
 @icontract.ensure(lambda result: len(result) == 1)
@@ -533,13 +534,19 @@ def set_allowlist(
 def configure(
     box: mailbox.Mailbox, key: Key, command: mailbox.Configure, *, now: int
 ) -> tuple[mailbox.Mailbox, tuple[Event, ...]]:
-    """Change display name or webhook URL.
+    """Change display name or webhook URL; a no-op changes nothing and emits nothing.
 
     :raises NotPermitted: when the key may not configure this mailbox.
+    :raises InvalidValue: for a display name over MAX_DISPLAY_NAME characters.
     :raises IllegalTransition: when the mailbox is decommissioned.
     """
     _require(key, "mailbox.configure", box)
-    return mailbox.apply(box, command, now=now)
+    if command.display_name is not None and len(command.display_name) > mailbox.MAX_DISPLAY_NAME:
+        raise InvalidValue("display_name", f"at most {mailbox.MAX_DISPLAY_NAME} characters")
+    after, events = mailbox.apply(box, command, now=now)
+    if after == box:
+        return box, ()  # nothing changes, so nothing is announced (P12)
+    return after, events
 
 
 @icontract.ensure(lambda result: result[0].status is mailbox.Status.DECOMMISSIONED)
