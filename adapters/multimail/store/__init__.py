@@ -37,8 +37,7 @@ def open_store(url: str) -> Store:
         return _sqlite(url, rest)
     if scheme.split("+")[0] in POSTGRES:
         raise UnsupportedStore(
-            "PostgreSQL support arrives with the scale-out issue; "
-            f"use SQLite for now ({FORMS})"
+            f"PostgreSQL support arrives with the scale-out issue; use SQLite for now ({FORMS})"
         )
     raise InvalidValue("db", f"unsupported database URL scheme {scheme!r}; use {FORMS}")
 
