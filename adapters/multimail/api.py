@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -27,7 +28,7 @@ from multimail.service import Service, canonical
 from multimail_core.addresses import has_header_breaking_chars
 from multimail_core.approval import Content as EditContent
 from multimail_core.authorization import Key
-from multimail_core.errors import MultimailError, NotPermitted
+from multimail_core.errors import InvalidValue, MultimailError, NotPermitted
 from multimail_core.modes import OversightMode
 
 log = logging.getLogger("multimail.api")
@@ -232,29 +233,21 @@ def _markdown_bodies(text: str | None, html: str | None, md: str | None) -> tupl
     if md is not None:
         return md, html or MarkdownIt("commonmark", {"html": False}).render(md)
     if text is None and html is None:
-        raise _Invalid("body_text", "give body_text, body_html or markdown")
+        raise InvalidValue("body_text", "give body_text, body_html or markdown")
     return text or "", html
-
-
-class _Invalid(MultimailError):
-    code = "validation_error"
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(f"{field}: {detail}")
-        self.field = field
 
 
 def _parse_when(value: str | None) -> int | None:
     if value is None:
         return None
-    from datetime import datetime
-
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise _Invalid("send_at", "use an ISO 8601 UTC time such as 2026-05-01T09:00:00Z") from exc
+        raise InvalidValue(
+            "send_at", "use an ISO 8601 UTC time such as 2026-05-01T09:00:00Z"
+        ) from exc
     if parsed.tzinfo is None:
-        raise _Invalid("send_at", "include a time zone (end with Z for UTC)")
+        raise InvalidValue("send_at", "include a time zone (end with Z for UTC)")
     return int(parsed.timestamp() * 1000)
 
 

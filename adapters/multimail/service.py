@@ -623,17 +623,17 @@ class Service:
             self.store.insert_message(MessageRecord(sub.message, content))
             if sub.approval is not None:
                 self.store.insert_approval(sub.approval)
+            answered = reply_to.state if reply_to is not None else None
+            mark = inbound.MarkReplied(ids.message_id)
             if (
                 reply_to is not None
-                and isinstance(reply_to.state, inbound.Inbound)
-                and reply_to.state.mailbox_id == box.id
+                and isinstance(answered, inbound.Inbound)
+                and answered.mailbox_id == box.id
+                and inbound.accepts(answered, mark)
             ):
-                replied, revents = _try(
-                    inbound.apply, reply_to.state, inbound.MarkReplied(ids.message_id), now
-                )
-                if replied is not None:
-                    self.store.update_message(replace(reply_to, state=replied))
-                    self._emit(box.account_id, revents, now)
+                replied, revents = inbound.apply(answered, mark, now=now)
+                self.store.update_message(replace(reply_to, state=replied))
+                self._emit(box.account_id, revents, now)
             self._emit(box.account_id, sub.events, now)
             self._audit(
                 box.account_id,
@@ -1209,14 +1209,6 @@ def _due(record: MessageRecord, now: int) -> bool:
 
 def _visible(record: MessageRecord) -> bool:
     return not isinstance(record.state, inbound.Inbound) or inbound.is_visible(record.state)
-
-
-def _try(
-    fn: Callable[..., tuple[object, tuple[Event, ...]]], state: object, cmd: object, now: int
-) -> tuple[object | None, tuple[Event, ...]]:
-    if not inbound.accepts(state, cmd):  # type: ignore[arg-type]
-        return None, ()
-    return fn(state, cmd, now=now)
 
 
 __all__ = ["Config", "NotPermitted", "SendResult", "Service", "hash_secret", "new_secret"]
