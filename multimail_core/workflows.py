@@ -27,6 +27,7 @@ from multimail_core.authorization import (
     is_overseer,
 )
 from multimail_core.errors import (
+    IllegalTransition,
     InvalidAddress,
     InvalidValue,
     MailboxUnavailable,
@@ -370,17 +371,13 @@ def decide(
     :raises RecipientSuppressed: when approving outbound mail to a suppressed recipient.
     """
     _require(reviewer, "oversight.decide", box)
-    if approve and isinstance(message, outbound.Outbound):
-        _check_release(box, message, suppressed)
-    if approve and not mailbox.can_receive(box) and isinstance(message, inbound.Inbound):
-        raise MailboxUnavailable(
-            f"mailbox is {box.status.value}; held mail is not released into it"
-        )
     command: approvals.Command = (
         approvals.Approve(reviewer, edits) if approve else approvals.Reject(reviewer, reason)
     )
+    # The decision itself first (decided once, reviewer rules, the message still held),
+    # then what releasing needs: a second decision is a conflict whatever the mailbox has
+    # become since.
     decided, _ = approvals.apply(approval, command, now=now)
-    new_message: Message
     if isinstance(message, outbound.Outbound):
         change = decided.edited
         ocmd: outbound.Command = (
@@ -392,7 +389,9 @@ def decide(
             if approve
             else outbound.Reject(approval.id, reviewer.id, reason)
         )
-        new_message, events = outbound.apply(message, ocmd, now=now)
+        new_out, out_events = outbound.apply(message, ocmd, now=now)
+        if approve:
+            _check_release(box, message, suppressed)
         review = (
             reputation.Outcome.REVIEW_REJECTED
             if not approve
@@ -400,14 +399,18 @@ def decide(
             if decided.edited is not None
             else reputation.Outcome.REVIEW_APPROVED
         )
-        return Decided(decided, new_message, events, review)
+        return Decided(decided, new_out, out_events, review)
     icmd: inbound.Command = (
         inbound.Approve(approval.id, reviewer.id)
         if approve
         else inbound.Reject(approval.id, reviewer.id, reason)
     )
-    new_message, events = inbound.apply(message, icmd, now=now)
-    return Decided(decided, new_message, events)
+    new_in, in_events = inbound.apply(message, icmd, now=now)
+    if approve and not mailbox.can_receive(box):
+        raise MailboxUnavailable(
+            f"mailbox is {box.status.value}; held mail is not released into it"
+        )
+    return Decided(decided, new_in, in_events)
 
 
 def _check_release(
@@ -484,6 +487,9 @@ def change_mode(
     :raises IllegalTransition: when the mailbox is decommissioned.
     """
     _require(key, "mailbox.set_mode", box)
+    command = mailbox.ChangeMode(new_mode, key.id)
+    if not mailbox.accepts(box, command):  # Rule 2: the mailbox's status before oversight
+        raise IllegalTransition("mailbox", box.status.value, "ChangeMode")
     decision = oversight.decide(
         oversight.Request(
             box.mode,
@@ -495,8 +501,7 @@ def change_mode(
     )
     if decision.verdict is not oversight.Verdict.ALLOW:
         raise OversightDenied(decision.rule, decision.reason)
-    command = mailbox.ChangeMode(new_mode, key.id)
-    if new_mode is box.mode and mailbox.accepts(box, command):
+    if new_mode is box.mode:
         return box, ()  # nothing changes, so nothing is announced (P12)
     return mailbox.apply(box, command, now=now)
 
