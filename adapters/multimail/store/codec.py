@@ -27,7 +27,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias, TypeVar
 
 import icontract
@@ -52,7 +52,7 @@ class CodecError(ValueError):
 
 def encode(value: object) -> JSON:
     """The JSON-ready form of a storable value (a dataclass instance or an Address)."""
-    return _encoder(type(value))(value)
+    return _encoder(typing.cast(Any, type(value)))(value)
 
 
 def decode(cls: type[T], data: JSON) -> T:
@@ -60,7 +60,7 @@ def decode(cls: type[T], data: JSON) -> T:
 
     :raises CodecError: when ``data`` is not an encoding of a ``cls`` value.
     """
-    return typing.cast(T, _decoder(cls)(data))
+    return typing.cast(T, _decoder(typing.cast(Any, cls))(data))
 
 
 def dumps(value: object) -> str:
@@ -131,7 +131,7 @@ def _scalar_encoder(tp: type) -> Encoder:
     def enc(value: Any) -> JSON:
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise CodecError(f"expected {tp.__name__}, got {type(value).__name__}")
-        if tp is float and not math.isfinite(value):
+        if tp is float and not math.isfinite(typing.cast(float, value)):
             raise CodecError(f"{value!r} has no JSON form")
         return typing.cast(JSON, value)
 
@@ -201,7 +201,7 @@ def _sequence_encoder(kind: type, item: Encoder) -> Encoder:
     def enc(value: Any) -> JSON:
         if not isinstance(value, kind):
             raise CodecError(f"expected {kind.__name__}, got {type(value).__name__}")
-        return [item(v) for v in value]
+        return [item(v) for v in typing.cast(Iterable[Any], value)]
 
     return enc
 

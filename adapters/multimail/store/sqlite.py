@@ -14,9 +14,9 @@ Rule 4: durability (P10): in WAL mode a COMMIT that has returned is in the log, 
         operating system's hands, so killing the process at any point loses nothing
         committed. ``synchronous="NORMAL"`` (the default) may lose the last commits on power
         loss or an OS crash; ``"FULL"`` fsyncs the log on every commit and survives those too.
-Rule 5: the schema version is ``PRAGMA user_version``: ``MIGRATIONS[v]`` takes version v to
-        v + 1 in its own transaction; opening applies the missing ones in order, so opening
-        twice changes nothing. A database newer than this code is refused.
+Rule 5: opening applies the missing migrations (multimail.store.migrations) in order, each
+        in its own transaction, so opening twice changes nothing. A database newer than this
+        code is refused.
 Rule 6: writes are plain SQL statements; sqlite-utils builds the schema (tables, foreign keys,
         indexes) and runs statements. Its ``insert()`` is not used on the hot path: it
         introspects the table on every call.
@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import sqlite_utils
-from sqlite_utils.db import DescIndex
 
 from multimail.records import (
     Account,
@@ -63,6 +62,7 @@ from multimail.store.memory import (
     is_visible,
     needs_action,
 )
+from multimail.store.migrations import MIGRATIONS
 from multimail_core import inbound, outbound
 from multimail_core.approval import Approval
 from multimail_core.errors import InvalidValue
@@ -78,124 +78,6 @@ AUDIT_CHUNK = 500
 DECOMMISSIONED = Status.DECOMMISSIONED.value
 HELD = (outbound.Status.PENDING_APPROVAL.value, inbound.Status.PENDING_INBOUND_APPROVAL.value)
 INBOX_FLAG = {"all": "visible", "unread": "unread", "requires_action": "requires_action"}
-
-
-# --- schema -----------------------------------------------------------------------------
-
-
-def _v1_initial(db: sqlite_utils.Database) -> None:
-    def table(
-        name: str,
-        columns: dict[str, type],
-        pk: str | tuple[str, ...],
-        nullable: tuple[str, ...] = (),
-        **kw: Any,
-    ) -> Any:
-        # Every column is NOT NULL unless named; an INTEGER PRIMARY KEY is the rowid.
-        required = [c for c, t in columns.items() if c not in nullable and (c != pk or t is str)]
-        return db.table(name).create(columns, pk=pk, not_null=required, strict=True, **kw)
-
-    table("accounts", {"id": str, "slug": str, "doc": str}, "id").create_index(
-        ["slug"], unique=True
-    )
-    keys = table(
-        "api_keys",
-        {"id": str, "account_id": str, "secret_hash": str, "doc": str},
-        "id",
-        foreign_keys=[("account_id", "accounts", "id")],
-    )
-    keys.create_index(["secret_hash"], unique=True)
-    keys.create_index(["account_id", "id"])
-    boxes = table(
-        "mailboxes",
-        {"id": str, "account_id": str, "address": str, "status": str, "doc": str},
-        "id",
-        foreign_keys=[("account_id", "accounts", "id")],
-    )
-    boxes.create_index(["account_id", "id"])
-    boxes.create_index(["address"])
-    messages = table(
-        "messages",
-        {
-            "id": str,
-            "mailbox_id": str,
-            "account_id": str,
-            "thread_id": str,
-            "direction": str,
-            "status": str,
-            "visible": int,
-            "unread": int,
-            "requires_action": int,
-            "created_at": int,
-            "message_id_header": str,
-            "next_attempt_at": int,
-            "send_at": int,
-            "due_at": int,
-            "doc": str,
-            "raw": bytes,
-        },
-        "id",
-        nullable=("next_attempt_at", "send_at", "due_at", "raw"),
-        foreign_keys=[("mailbox_id", "mailboxes", "id")],
-    )
-    for flag in ("visible", "unread", "requires_action"):
-        messages.create_index(["mailbox_id", flag, DescIndex("id")])
-    messages.create_index(["mailbox_id", "thread_id", "id"])
-    messages.create_index(["mailbox_id", "message_id_header"])
-    messages.create_index(["due_at"])
-    approvals = table(
-        "approvals",
-        {
-            "id": str,
-            "account_id": str,
-            "mailbox_id": str,
-            "message_id": str,
-            "status": str,
-            "doc": str,
-        },
-        "id",
-        foreign_keys=[("message_id", "messages", "id")],
-    )
-    approvals.create_index(["account_id", "status", "id"])
-    approvals.create_index(["message_id"])
-    events = table(
-        "events",
-        {
-            "seq": int,
-            "id": str,
-            "account_id": str,
-            "mailbox_id": str,
-            "type": str,
-            "created_at": int,
-            "doc": str,
-        },
-        "seq",
-        nullable=("mailbox_id",),
-    )
-    events.create_index(["id"], unique=True)
-    events.create_index(["account_id", "seq"])
-    events.create_index(["mailbox_id", "seq"])
-    table("audit", {"id": str, "account_id": str, "seq": int, "doc": str}, "id").create_index(
-        ["account_id", "seq"], unique=True
-    )
-    table(
-        "idempotency",
-        {"key_id": str, "idempotency_key": str, "doc": str},
-        ("key_id", "idempotency_key"),
-    )
-    table(
-        "suppressions", {"account_id": str, "address": str, "doc": str}, ("account_id", "address")
-    )
-    table("contacts", {"id": str, "account_id": str, "doc": str}, "id").create_index(
-        ["account_id", "id"]
-    )
-    table("facts", {"id": int, "mailbox_id": str, "at": int, "doc": str}, "id").create_index(
-        ["mailbox_id", "at", "id"]
-    )
-
-
-#: ``MIGRATIONS[v]`` takes the schema from version v to v + 1. Append only.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1_initial,)
 
 
 # --- values ↔ rows ----------------------------------------------------------------------
@@ -301,6 +183,7 @@ class SqliteStore:
         self.db = sqlite_utils.Database(self._conn, recursive_triggers=False, execute_plugins=False)
         self._lock = threading.RLock()
         self._depth = 0
+        self.audit_chunk = AUDIT_CHUNK
         try:
             self._configure(busy_timeout_ms)
             self._migrate()
@@ -694,7 +577,8 @@ class SqliteStore:
         self, account_id: str, *, limit: int, cursor: str | None
     ) -> tuple[list[AuditEntry], str | None]:
         check_limit(limit)
-        sql, params = "SELECT doc FROM audit WHERE account_id = ?", [account_id]
+        sql = "SELECT doc FROM audit WHERE account_id = ?"
+        params: list[object] = [account_id]
         if cursor is not None:
             sql += " AND seq < ?"
             params.append(int(cursor))
@@ -704,15 +588,17 @@ class SqliteStore:
     def iter_audit(self, account_id: str) -> Iterator[AuditEntry]:
         """Ascending seq, read in chunks (entries appended meanwhile may appear)."""
         sql = "SELECT doc FROM audit WHERE account_id = ?"
-        chunk = self._docs(AuditEntry, sql + " ORDER BY seq LIMIT ?", [account_id, AUDIT_CHUNK])
+        chunk = self._docs(
+            AuditEntry, sql + " ORDER BY seq LIMIT ?", [account_id, self.audit_chunk]
+        )
         while chunk:
             yield from chunk
-            if len(chunk) < AUDIT_CHUNK:
+            if len(chunk) < self.audit_chunk:
                 return
             chunk = self._docs(
                 AuditEntry,
                 sql + " AND seq > ? ORDER BY seq LIMIT ?",
-                [account_id, chunk[-1].seq, AUDIT_CHUNK],
+                [account_id, chunk[-1].seq, self.audit_chunk],
             )
 
     # --- idempotency --------------------------------------------------------------------
@@ -786,4 +672,4 @@ class SqliteStore:
         )
 
 
-__all__ = ["MIGRATIONS", "SqliteStore"]
+__all__ = ["SqliteStore"]
