@@ -576,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.set_defaults(handler=handler)
         return sub
 
-    command(commands, "serve", "run the server: HTTP API, SMTP and workers (see serve --help)")
+    command(commands, "serve", "run the server: HTTP API and delivery worker (see serve --help)")
 
     mailboxes = command(commands, "mailboxes", "create, list, change and decommission mailboxes")
     actions = mailboxes.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -585,7 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", metavar="MODE", help=f"oversight mode: {MODES}")
     p.add_argument("--domain", help="domain (default: the account's subdomain)")
     p.add_argument("--display-name", metavar="NAME", help="display name for From:")
-    p.add_argument("--webhook-url", metavar="URL", help="where inbound mail is posted")
+    p.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="stored on the mailbox; posting arrives with the webhooks release",
+    )
     p.add_argument("--idempotency-key", metavar="KEY", help="retry-safe request key")
     p = command(actions, "list", "list mailboxes", cmd_mailboxes_list)
     _paging(p, 50)
@@ -597,7 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mailbox_id", metavar="MAILBOX_ID")
     p.add_argument("--mode", metavar="MODE", help=f"oversight mode: {MODES}")
     p.add_argument("--display-name", metavar="NAME")
-    p.add_argument("--webhook-url", metavar="URL", help="'' removes the webhook")
+    p.add_argument(
+        "--webhook-url", metavar="URL", help="stored only until the webhooks release; '' removes it"
+    )
     p.add_argument(
         "--allowlist", metavar="A,B", help="comma-separated addresses or *@domain ('' clears)"
     )

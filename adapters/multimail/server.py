@@ -27,6 +27,7 @@ from ulid import ULID
 from multimail.api import RateLimiter, create_app
 from multimail.service import Config, Service
 from multimail.store import open_store
+from multimail_core.errors import MultimailError
 
 log = logging.getLogger("multimail.server")
 
@@ -45,10 +46,10 @@ DEFAULTS = {
 HELP = {
     "db": "store URL: sqlite:///PATH (postgresql:// arrives with scale-out)",
     "http": "HOST:PORT for the HTTP API",
-    "smtp": "HOST:PORT for inbound SMTP (arrives with the SMTP release)",
+    "smtp": "reserved for inbound SMTP; accepted and ignored in this release",
     "domain": "the server's mail domain; accounts get <slug>.<domain>",
-    "relay": "smtp://HOST:PORT relay for outbound mail (arrives with the SMTP release)",
-    "data_dir": "directory for admin.key and local data",
+    "relay": "reserved for the outbound relay; accepted and ignored in this release",
+    "data_dir": "directory for a generated admin.key (the database is where --db says)",
     "public_url": "URL used in links (default http://<--http>)",
     "rate_limit": "requests/s per API key, burst twice that; 0 turns it off",
 }
@@ -88,7 +89,8 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
     parser = argparse.ArgumentParser(
         prog="multimail serve",
         description="Run the MultiMail server: HTTP API and workers in one process. "
-        "Every flag also reads MULTIMAIL_<FLAG> (e.g. MULTIMAIL_DB).",
+        "Every flag also reads MULTIMAIL_<FLAG> (e.g. MULTIMAIL_DB); MULTIMAIL_ADMIN_KEY "
+        "fixes the bootstrap admin key.",
     )
     for name, default in DEFAULTS.items():
         flag = "--" + name.replace("_", "-")
@@ -230,7 +232,11 @@ def serve_main(argv: Sequence[str]) -> int:
     settings = parse_settings(argv)
     if settings.db.startswith("sqlite:///./") or settings.db.startswith("sqlite:///var"):
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    service = build_service(settings)
+    try:
+        service = build_service(settings)
+    except MultimailError as exc:  # a bad --db: one clear line, no traceback
+        print(f"multimail serve: {exc.detail}", file=sys.stderr)
+        return 2
     generated = bootstrap_admin(service, settings)
     runtime = Runtime(service, settings)
     print(f"MultiMail API      {settings.base_url}", flush=True)
@@ -246,9 +252,8 @@ def serve_main(argv: Sequence[str]) -> int:
             f"  admin key        already created; see {Path(settings.data_dir) / 'admin.key'}",
             flush=True,
         )
-    print(
-        "  SMTP inbound     arrives with the SMTP release; agent-to-agent mail is delivered locally"
-    )
+    print("  delivery         agent-to-agent mail is delivered locally; SMTP in and out are")
+    print("                   not in this release: mail to outside addresses is deferred")
     key = generated or "$(cat " + str(Path(settings.data_dir) / "admin.key") + ")"
     if settings.admin_key and not generated:
         key = "$MULTIMAIL_ADMIN_KEY"
