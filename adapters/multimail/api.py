@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +34,7 @@ from multimail_core.modes import OversightMode
 log = logging.getLogger("multimail.api")
 
 PROBLEM = "application/problem+json"
+T = TypeVar("T")
 MAX_BODY = 10 * 1024 * 1024
 
 
@@ -229,6 +230,17 @@ class RateLimiter:
 # --- the app ----------------------------------------------------------------------------
 
 
+def page(
+    items: list[T], sort_key: Callable[[T], str], limit: int, cursor: str | None
+) -> tuple[list[T], str | None]:
+    """Cursor pagination over a small, fully loaded list (keys, contacts, suppressions):
+    items after ``cursor`` in ``sort_key`` order, and the cursor of the next page."""
+    ordered = sorted(items, key=sort_key)
+    after = [i for i in ordered if cursor is None or sort_key(i) > cursor]
+    chunk = after[:limit]
+    return chunk, (sort_key(chunk[-1]) if len(after) > limit else None)
+
+
 def _markdown_bodies(text: str | None, html: str | None, md: str | None) -> tuple[str, str | None]:
     if md is not None:
         return md, html or MarkdownIt("commonmark", {"html": False}).render(md)
@@ -388,8 +400,9 @@ def create_app(
         return once(key, idem, body, "/v1/api-keys", make)
 
     @route("GET", "/v1/api-keys", "keys.manage")
-    def list_keys(key: AuthKey) -> dict[str, object]:
-        return {"api_keys": [render.key_view(r) for r in service.list_keys(key)]}
+    def list_keys(key: AuthKey, limit: Limit = 100, cursor: str | None = None) -> dict[str, object]:
+        records, nxt = page(service.list_keys(key), lambda r: r.id, limit, cursor)
+        return {"api_keys": [render.key_view(r) for r in records], "next_cursor": nxt}
 
     @route("DELETE", "/v1/api-keys/{key_id}", "keys.manage")
     def revoke_key(key_id: str, key: AuthKey) -> dict[str, object]:
@@ -694,8 +707,11 @@ def create_app(
     # contacts and suppression
 
     @route("GET", "/v1/contacts", "contacts.read")
-    def list_contacts(key: AuthKey, q: str | None = None) -> dict[str, object]:
-        return {"contacts": [render.contact_view(c) for c in service.list_contacts(key, q)]}
+    def list_contacts(
+        key: AuthKey, q: str | None = None, limit: Limit = 100, cursor: str | None = None
+    ) -> dict[str, object]:
+        contacts, nxt = page(service.list_contacts(key, q), lambda c: c.id, limit, cursor)
+        return {"contacts": [render.contact_view(c) for c in contacts], "next_cursor": nxt}
 
     @route("POST", "/v1/contacts", "contacts.manage", status_code=201)
     def add_contact(body: CreateContact, key: AuthKey, idem: IdemHeader = None) -> JSONResponse:
@@ -712,10 +728,11 @@ def create_app(
         return {"id": contact_id, "deleted": True}
 
     @route("GET", "/v1/suppression", "suppression.read")
-    def list_suppression(key: AuthKey) -> dict[str, object]:
-        return {
-            "suppressions": [render.suppression_view(s) for s in service.list_suppressions(key)]
-        }
+    def list_suppression(
+        key: AuthKey, limit: Limit = 100, cursor: str | None = None
+    ) -> dict[str, object]:
+        entries, nxt = page(service.list_suppressions(key), lambda s: s.address, limit, cursor)
+        return {"suppressions": [render.suppression_view(s) for s in entries], "next_cursor": nxt}
 
     @route("POST", "/v1/suppression", "suppression.manage", status_code=201)
     def add_suppression(

@@ -399,9 +399,11 @@ class _Operations(Generic[R]):
             _Request("POST", "/v1/api-keys", json=body, idempotency_key=idempotency_key)
         )
 
-    def list_api_keys(self) -> R:
-        """``{api_keys: [...]}`` (no secrets)."""
-        return self._call(_Request("GET", "/v1/api-keys"))
+    def list_api_keys(self, limit: int | None = None, cursor: str | None = None) -> R:
+        """``{api_keys: [...], next_cursor}`` (no secrets)."""
+        return self._call(
+            _Request("GET", "/v1/api-keys", params={"limit": limit, "cursor": cursor})
+        )
 
     def revoke_api_key(self, key_id: str) -> R:
         """Revoke a key at once; returns the key with ``revoked: true``."""
@@ -664,8 +666,11 @@ class _Operations(Generic[R]):
 
     # contacts and suppression
 
-    def list_contacts(self, q: str | None = None) -> R:
-        return self._call(_Request("GET", "/v1/contacts", params={"q": q}))
+    def list_contacts(
+        self, q: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> R:
+        params = {"q": q, "limit": limit, "cursor": cursor}
+        return self._call(_Request("GET", "/v1/contacts", params=params))
 
     def add_contact(
         self,
@@ -683,9 +688,11 @@ class _Operations(Generic[R]):
     def delete_contact(self, contact_id: str) -> R:
         return self._call(_Request("DELETE", f"/v1/contacts/{_seg(contact_id)}"))
 
-    def list_suppressions(self) -> R:
-        """Addresses no mailbox of the account will send to."""
-        return self._call(_Request("GET", "/v1/suppression"))
+    def list_suppressions(self, limit: int | None = None, cursor: str | None = None) -> R:
+        """Addresses no mailbox of the account will send to (``next_cursor`` pages on)."""
+        return self._call(
+            _Request("GET", "/v1/suppression", params={"limit": limit, "cursor": cursor})
+        )
 
     def add_suppression(self, email_address: str, reason: str | None = None) -> R:
         body = _body(email_address=email_address, reason=reason)

@@ -138,6 +138,25 @@ def test_mailbox_pages_follow_next_cursor_to_the_end(tenant):
         assert_problem(t.admin.get("/v1/mailboxes", params={"limit": bad}), 422)
 
 
+def test_keys_contacts_and_suppressions_page_too(tenant):
+    t = tenant
+    for i in range(4):
+        t.admin.ok("POST", "/v1/contacts", {"email": f"c{i}@pages.example"}, expect=201)
+        t.admin.ok("POST", "/v1/suppression", {"email_address": f"s{i}@pages.example"}, expect=201)
+        t.admin.ok("POST", "/v1/api-keys", {"name": f"k{i}", "scopes": ["read"]}, expect=201)
+    contacts = _pages(t.admin, "/v1/contacts", "contacts", 3)
+    assert [len(p) for p in contacts] == [3, 1]
+    assert len({c["id"] for p in contacts for c in p}) == 4
+    suppressed = _pages(t.admin, "/v1/suppression", "suppressions", 3)
+    addresses = [s["email_address"] for p in suppressed for s in p]
+    assert addresses == sorted(addresses)
+    assert len(addresses) == 4
+    keys = _pages(t.admin, "/v1/api-keys", "api_keys", 2)
+    ids = [k["id"] for p in keys for k in p]
+    assert ids == sorted(set(ids))  # each once, in id order
+    assert len(ids) >= 5  # the tenant's admin key and the four new ones
+
+
 def test_inbox_pages_follow_next_cursor_newest_first(tenant):
     t = tenant
     src, dest = t.mailbox("src"), t.mailbox("dest")
