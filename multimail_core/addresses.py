@@ -60,6 +60,10 @@ def _is_dot_atom_text(text: str) -> bool:
 )
 def is_valid_local_part(text: str) -> bool:
     """A dot-atom local part of at most 64 octets; any case."""
+    return _local_ok(text)
+
+
+def _local_ok(text: str) -> bool:
     return len(text) <= MAX_LOCAL and _is_dot_atom_text(text)
 
 
@@ -91,6 +95,10 @@ def is_valid_domain(text: str) -> bool:
     a leading or trailing hyphen, at least two labels, at most 253 octets, last label not
     all digits, every ``xn--`` label a valid A-label. Unicode domains are not valid *as
     stored*; ``parse_address`` converts them."""
+    return _domain_ok(text)
+
+
+def _domain_ok(text: str) -> bool:
     if not 1 <= len(text) <= MAX_DOMAIN:
         return False
     labels = text.split(".")
@@ -109,8 +117,8 @@ def is_valid_domain(text: str) -> bool:
         and len(self.local) + 1 + len(self.domain) <= MAX_ADDRESS
         and self.domain.isascii()
         and self.domain == self.domain.lower()
-        and is_valid_local_part(self.local)
-        and is_valid_domain(self.domain)
+        and _local_ok(self.local)  # the undecorated rules: this runs on every method call
+        and _domain_ok(self.domain)
     )
 )
 @dataclass(frozen=True)
