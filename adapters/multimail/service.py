@@ -90,6 +90,22 @@ def canonical(value: object) -> bytes:
     return json.dumps(jsonable(value), sort_keys=True, separators=(",", ":")).encode()
 
 
+def audit_hash(entry: AuditEntry) -> str:
+    """The chain link: SHA-256 over every field but the entry's own id and hash."""
+    body = {
+        "seq": entry.seq,
+        "account_id": entry.account_id,
+        "action": entry.action,
+        "resource_type": entry.resource_type,
+        "resource_id": entry.resource_id,
+        "actor_key_id": entry.actor_key_id,
+        "metadata": entry.metadata,
+        "created_at": entry.created_at,
+        "prev_hash": entry.prev_hash,
+    }
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
 @dataclass(frozen=True)
 class SendResult:
     status: str  # "sent" | "pending" | "scheduled"
@@ -152,52 +168,26 @@ class Service:
         **metadata: object,
     ) -> None:
         last = self.store.last_audit(account_id)
-        prev = last.hash if last else GENESIS
-        seq = last.seq + 1 if last else 1
-        body = {
-            "seq": seq,
-            "account_id": account_id,
-            "action": action,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "actor_key_id": actor.id if actor else None,
-            "metadata": jsonable(metadata),
-            "created_at": now,
-            "prev_hash": prev,
-        }
-        digest = hashlib.sha256(canonical(body)).hexdigest()
-        self.store.append_audit(
-            AuditEntry(
-                id=self.new_id(Kind.EVENT).replace("evt_", "aud_"),
-                seq=seq,
-                account_id=account_id,
-                action=action,
-                resource_type=resource_type,
-                resource_id=resource_id,
-                actor_key_id=actor.id if actor else None,
-                metadata=jsonable(metadata),  # type: ignore[arg-type]
-                created_at=now,
-                prev_hash=prev,
-                hash=digest,
-            )
+        entry = AuditEntry(
+            id=self.new_id(Kind.EVENT).replace("evt_", "aud_"),
+            seq=last.seq + 1 if last else 1,
+            account_id=account_id,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            actor_key_id=actor.id if actor else None,
+            metadata=jsonable(metadata),  # type: ignore[arg-type]
+            created_at=now,
+            prev_hash=last.hash if last else GENESIS,
+            hash="",
         )
+        self.store.append_audit(replace(entry, hash=audit_hash(entry)))
 
     def verify_audit(self, key: Key) -> dict[str, object]:
         self._authorize(key, "audit.read", key.account_id)
         prev, count = GENESIS, 0
         for entry in self.store.iter_audit(key.account_id):
-            body = {
-                "seq": entry.seq,
-                "account_id": entry.account_id,
-                "action": entry.action,
-                "resource_type": entry.resource_type,
-                "resource_id": entry.resource_id,
-                "actor_key_id": entry.actor_key_id,
-                "metadata": entry.metadata,
-                "created_at": entry.created_at,
-                "prev_hash": entry.prev_hash,
-            }
-            if entry.prev_hash != prev or hashlib.sha256(canonical(body)).hexdigest() != entry.hash:
+            if entry.prev_hash != prev or audit_hash(entry) != entry.hash:
                 return {"valid": False, "entries": count, "broken_at": entry.seq}
             prev, count = entry.hash, count + 1
         return {"valid": True, "entries": count, "broken_at": None}
