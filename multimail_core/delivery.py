@@ -11,6 +11,8 @@ Rule 3: randomness and the clock stay in the shell: jitter takes a draw in [0, 1
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import icontract
 
@@ -214,3 +216,75 @@ def honour_retry_after(
 def next_attempt_at(now: int, delay_seconds: int) -> int:
     """When (ms since epoch) the next attempt is due."""
     return now + delay_seconds * 1_000
+
+
+# --- one attempt, many recipients ------------------------------------------------------
+
+#: A message that has passed this many MultiMail hops (agent answering agent answering
+#: agent...) is not sent on; one that carries this many Received fields is refused at the
+#: door (Postfix's hopcount_limit is also 50).
+HOP_LIMIT = 20
+RECEIVED_LIMIT = 50
+
+
+@icontract.ensure(
+    lambda hops, received, result: result == (hops >= HOP_LIMIT or received >= RECEIVED_LIMIT)
+)
+def loop_suspected(hops: int, received: int) -> bool:
+    """Rule: mail that has circled too often is refused rather than answered again."""
+    return hops >= HOP_LIMIT or received >= RECEIVED_LIMIT
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What one delivery attempt over several recipients amounts to.
+
+    ``code``/``text`` is the reply the message records for the attempt (RecordAttempt):
+    transient if any recipient must be tried again, accepted if anyone took it (now or in an
+    earlier attempt) and nobody waits, permanent when every recipient refused for good.
+    """
+
+    code: int
+    text: str
+    accepted: tuple[str, ...]
+    permanent: tuple[str, ...]
+    transient: tuple[str, ...]
+
+
+def _settled_consistently(replies: Mapping[str, tuple[int, str]], s: Settlement) -> bool:
+    parts = (*s.accepted, *s.permanent, *s.transient)
+    return sorted(parts) == sorted(replies) and len(set(parts)) == len(parts)
+
+
+@icontract.require(lambda replies: len(replies) > 0)
+@icontract.ensure(lambda replies, result: _settled_consistently(replies, result))
+@icontract.ensure(
+    lambda result: (
+        not result.transient or classify_reply(result.code, result.text) is ReplyClass.TRANSIENT
+    )
+)
+@icontract.ensure(
+    lambda delivered_before, result: (
+        result.transient
+        or not (result.accepted or delivered_before)
+        or classify_reply(result.code, result.text) is ReplyClass.ACCEPTED
+    )
+)
+def settle(replies: Mapping[str, tuple[int, str]], *, delivered_before: int = 0) -> Settlement:
+    """Sort each recipient's reply into accepted / permanent / transient (classify_reply)
+    and choose the reply the message records (see Settlement)."""
+    by_class: dict[ReplyClass, list[str]] = {k: [] for k in ReplyClass}
+    for rcpt, (code, text) in replies.items():
+        by_class[classify_reply(code, text)].append(rcpt)
+    accepted = tuple(by_class[ReplyClass.ACCEPTED])
+    permanent = tuple(by_class[ReplyClass.PERMANENT])
+    transient = tuple(by_class[ReplyClass.TRANSIENT])
+    if transient:
+        code, text = replies[transient[0]]
+        if classify_reply(code, text) is not ReplyClass.TRANSIENT or code // 100 != 4:
+            code, text = 451, f"4.0.0 {code} {text}".strip()
+    elif accepted or delivered_before:
+        code, text = 250, "2.0.0 accepted"
+    else:
+        code, text = replies[permanent[0]]
+    return Settlement(code, text[:500], accepted, permanent, transient)

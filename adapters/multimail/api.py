@@ -14,16 +14,18 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from markdown_it import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multimail import render
-from multimail.errors import HIDE_AS_NOT_FOUND, STATUS, RateLimited
+from multimail.errors import HIDE_AS_NOT_FOUND, STATUS, NotFound, RateLimited
 from multimail.service import Service, canonical
 from multimail_core.addresses import has_header_breaking_chars
 from multimail_core.approval import Content as EditContent
@@ -261,6 +263,19 @@ def _parse_when(value: str | None) -> int | None:
     if parsed.tzinfo is None:
         raise InvalidValue("send_at", "include a time zone (end with Z for UTC)")
     return int(parsed.timestamp() * 1000)
+
+
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
 
 
 def create_app(
@@ -582,6 +597,16 @@ def create_app(
             render.raw_message(service.get_email(key, email_id)), media_type="message/rfc822"
         )
 
+    @route("GET", "/v1/emails/{email_id}/attachments/{attachment_id}", "messages.read")
+    def attachment(email_id: str, attachment_id: str, key: AuthKey) -> Response:
+        meta, data = service.get_attachment(key, email_id, attachment_id)
+        disposition = "attachment; filename*=UTF-8''" + quote(meta.filename or attachment_id)
+        return Response(
+            data,
+            media_type=meta.content_type or "application/octet-stream",
+            headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
+        )
+
     @route("GET", "/v1/mailboxes/{mailbox_id}/threads/{thread_id}", "messages.read")
     def get_thread(mailbox_id: str, thread_id: str, key: AuthKey) -> dict[str, object]:
         records = service.get_thread(key, mailbox_id, thread_id)
@@ -685,6 +710,63 @@ def create_app(
     @route("GET", "/v1/domains", "domains.read")
     def domains(key: AuthKey) -> dict[str, object]:
         return {"domains": service.domains(key)}
+
+    # identity and approval links: public, the path or the token is the credential
+
+    @route("GET", "/.well-known/multimail/keys/{mailbox_id}", "public")
+    def identity_keys(mailbox_id: str) -> dict[str, object]:
+        keys = service.published_keys(mailbox_id)
+        if keys is None:
+            raise NotFound(f"no mailbox {mailbox_id}")
+        return {"mailbox_id": mailbox_id, "keys": keys}
+
+    @route("GET", "/.well-known/multimail/dns", "public")
+    def published_dns(
+        name: Annotated[str, Query(max_length=253)],
+        type: Annotated[str, Query(pattern="^(?i:txt)$")] = "TXT",
+    ) -> dict[str, object]:
+        records = service.published_txt(name)
+        if not records:
+            raise NotFound(f"this server publishes no TXT record at {name}")
+        return {"name": name.lower().rstrip("."), "type": "TXT", "records": records}
+
+    @route("GET", "/v1/approve/{token}", "public", response_model=None)
+    def review_page(token: str, request: Request, action: str | None = None) -> Response:
+        try:
+            review = service.review_link(token)
+        except NotFound:
+            return HTMLResponse(render.link_error_page("This approval link is not valid."), 404)
+        if _wants_json(request):
+            return JSONResponse(render.link_view(review, service.clock()))
+        page = render.review_page(review, now=service.clock(), preselect=action)
+        return HTMLResponse(page, headers=_PAGE_HEADERS)
+
+    @route("POST", "/v1/approve/{token}", "public", response_model=None)
+    async def decide_by_link(token: str, request: Request) -> Response:
+        form: dict[str, str] = {}
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return problem(422, "validation_error", "send a JSON object with an action")
+            form = {k: str(v) for k, v in body.items() if isinstance(v, (str, int))}
+        else:
+            parsed = await request.form()
+            form = {k: str(v) for k, v in parsed.items() if isinstance(v, str)}
+        action = form.get("action", "")
+        if action not in ("approve", "reject"):
+            return problem(422, "validation_error", "action: use approve or reject")
+        approval, record = await run_in_threadpool(
+            service.decide_by_link, token, action, form.get("reason", "")[:1000]
+        )
+        kick()
+        if _wants_json(request):
+            return JSONResponse(
+                {"pending_id": approval.id, "status": approval.status.value, "email_id": record.id}
+            )
+        return HTMLResponse(render.decided_page(approval, record), headers=_PAGE_HEADERS)
 
     @route("GET", "/v1/events", "events.read")
     def events(

@@ -13,10 +13,13 @@ an exit code by kind: 0 ok, 2 usage, 3 not found, 4 auth, 5 server or connection
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from multimail.client import (
@@ -465,6 +468,70 @@ def cmd_domains_list(client: Client, args: argparse.Namespace, out: Output) -> i
     return OK
 
 
+def cmd_dns(client: Client, args: argparse.Namespace, out: Output) -> int:
+    wanted = args.domain.lower().rstrip(".")
+    found = [d for d in client.list_domains() if str(d.domain).lower() == wanted]
+    if not found:
+        raise UsageError(
+            f"{args.domain} is not one of this account's domains (multimail domains list)"
+        )
+    records = list(found[0].get("dns_records") or [])
+    if out.as_json:
+        out.json({"domain": wanted, "dns_records": records})
+        return OK
+    out.line(f"; DNS records to publish for {wanted} (zone-file form)")
+    for r in records:
+        value = str(r["value"])
+        if r["type"] == "TXT":
+            chunks = [value[i : i + 250] for i in range(0, len(value), 250)]
+            value = " ".join(f'"{c}"' for c in chunks)
+        out.line(f"{r['name']}.\tIN\t{r['type']}\t{value}")
+    return OK
+
+
+def cmd_verify(client: Client, args: argparse.Namespace, out: Output) -> int:
+    from multimail import verify
+
+    try:
+        raw = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+    server = args.server or args.api_url or os.environ.get("MULTIMAIL_API_URL")
+    if server:
+        dns_txt, identity_keys = verify.server_resolvers(server)
+    else:
+        dns_txt = verify.dns_resolver()
+        identity_keys = _no_keys
+    result = verify.verify_message(
+        raw, dns_txt=dns_txt, identity_keys=identity_keys, check_dkim=not args.no_dkim
+    )
+    if out.as_json:
+        out.json(result.to_dict() if hasattr(result, "to_dict") else dataclasses.asdict(result))
+    elif result.ok:
+        claim = result.claim or {}
+        out.line(f"verified: sent by mailbox {result.mailbox_id} <{result.address}>")
+        approved = "no"
+        if claim.get("human_approved"):
+            approved = f"yes ({claim.get('reviewer_key_id')})"
+        out.line(
+            f"  mode {claim.get('oversight_mode')}, human approved: {approved}, "
+            f"DKIM {result.dkim.get('result')} ({result.dkim.get('domain')})"
+        )
+    else:
+        out.line(f"NOT verified: {result.reason}")
+        for check in result.checks:
+            if not check["ok"]:
+                out.line(f"  x {check['check']}: {check['reason']}")
+    return OK if result.ok else FAILED
+
+
+def _no_keys(mailbox_id: str) -> list[dict[str, object]]:
+    raise UsageError(
+        "identity keys are fetched from a MultiMail server: pass --server URL or set "
+        "MULTIMAIL_API_URL"
+    )
+
+
 def cmd_audit_list(client: Client, args: argparse.Namespace, out: Output) -> int:
     columns: Sequence[tuple[str, Callable[[Result], object]]] = (
         ("SEQ", lambda e: e.seq),
@@ -682,6 +749,22 @@ def build_parser() -> argparse.ArgumentParser:
     domains = command(commands, "domains", "sending domains")
     actions = domains.add_subparsers(dest="action", metavar="ACTION", required=True)
     command(actions, "list", "list domains and their status", cmd_domains_list)
+
+    p = command(commands, "dns", "the DNS records to publish for DOMAIN (MX, SPF, DMARC, DKIM)",
+                cmd_dns)  # fmt: skip
+    p.add_argument("domain", metavar="DOMAIN")
+
+    p = command(
+        commands,
+        "verify",
+        "verify a message's DKIM signature and identity claim and name the mailbox that sent "
+        "it (exit 0 verified, 1 not); keys come from --server / MULTIMAIL_API_URL, DKIM "
+        "records from there or DNS",
+        cmd_verify,
+    )
+    p.add_argument("file", metavar="FILE.eml", help="the message as received ('-' for stdin)")
+    p.add_argument("--server", metavar="URL", help="MultiMail server publishing the keys")
+    p.add_argument("--no-dkim", action="store_true", help="check the identity claim only")
 
     audit = command(commands, "audit", "the tamper-evident audit log")
     actions = audit.add_subparsers(dest="action", metavar="ACTION", required=True)

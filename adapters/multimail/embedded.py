@@ -34,6 +34,8 @@ class Embedded:
     service: Service
     data_dir: Path
     domain: str
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 0
 
 
 def _listening_socket(host: str) -> socket.socket:
@@ -52,22 +54,29 @@ def run_embedded(
     data_dir: str | Path | None = None,
     db: str | None = None,
     admin_key: str | None = None,
+    relay: str | None = None,
+    dns: str = "off",
 ) -> Iterator[Embedded]:
     """Start the full server in a background thread; stop it and clean up on exit."""
     with tempfile.TemporaryDirectory(prefix="multimail-") as tmp:
         root = Path(data_dir) if data_dir is not None else Path(tmp)
         sock = _listening_socket("127.0.0.1")
         port = sock.getsockname()[1]
+        smtp_sock = _listening_socket("127.0.0.1")
+        smtp_port = smtp_sock.getsockname()[1]
         settings = Settings(
             db=db or f"sqlite:///{root / 'multimail.db'}",
             http=f"127.0.0.1:{port}",
+            smtp=f"127.0.0.1:{smtp_port}",
             domain=domain,
             data_dir=str(root),
             admin_key=admin_key or new_secret(),
+            relay=relay,
+            dns=dns,
         )
         service = build_service(settings)
         bootstrap_admin(service, settings)
-        runtime = Runtime(service, settings, sock=sock)
+        runtime = Runtime(service, settings, sock=sock, smtp_sock=smtp_sock)
         loop = asyncio.new_event_loop()
         failure: list[BaseException] = []
 
@@ -89,12 +98,21 @@ def run_embedded(
         assert settings.admin_key is not None
         client = Client(api_key=settings.admin_key, base_url=settings.base_url)
         try:
-            yield Embedded(settings.base_url, settings.admin_key, client, service, root, domain)
+            yield Embedded(
+                settings.base_url,
+                settings.admin_key,
+                client,
+                service,
+                root,
+                domain,
+                smtp_port=smtp_port,
+            )
         finally:
             client.close()
             loop.call_soon_threadsafe(runtime.stop)
             thread.join(timeout=15)
             sock.close()
+            smtp_sock.close()
             service.store.close()
 
 

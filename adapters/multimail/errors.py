@@ -46,6 +46,16 @@ class PayloadTooLarge(ShellError):
     code = "payload_too_large"
 
 
+class LoopDetected(ShellError):
+    """A reply that would extend an agent-to-agent exchange past the hop limit."""
+
+    code = "loop_detected"
+
+
+class LinkExpired(ShellError):
+    code = "link_expired"
+
+
 #: code → HTTP status. Anything not listed is a 500 (a bug, logged, never shown).
 STATUS: dict[str, int] = {
     "unauthenticated": 401,
@@ -55,6 +65,7 @@ STATUS: dict[str, int] = {
     "conflict": 409,
     "idempotency_conflict": 409,
     "already_decided": 409,
+    "link_expired": 410,
     "illegal_transition": 409,
     "address_unavailable": 409,
     "mailbox_unavailable": 409,
@@ -63,6 +74,7 @@ STATUS: dict[str, int] = {
     "invalid_address": 422,
     "validation_error": 422,
     "recipient_suppressed": 422,
+    "loop_detected": 422,
     "rate_limited": 429,
 }
 

@@ -73,6 +73,9 @@ class MessageRecord:
     content: Content
     raw: bytes | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    #: What the shell learned on the way in or out: sender signals, parse defects, the
+    #: SMTP envelope, the transport's replies. JSON values only.
+    meta: dict[str, object] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -139,6 +142,26 @@ class Contact:
 
 
 @dataclass(frozen=True)
+class QueuedMail:
+    """Mail the server itself sends through the transport: approval requests, monitored
+    copies to an outside oversight address, notices to the operator. Retried on the core's
+    delivery schedule; ``raw`` is the complete message as it leaves."""
+
+    id: str
+    account_id: str
+    purpose: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    status: str  # queued | sending | sent | deferred | failed
+    created_at: int
+    next_attempt_at: int | None
+    attempts: int = 0
+    last_reply: str = ""
+    related_id: str | None = None
+    raw: bytes = b""
+
+
+@dataclass(frozen=True)
 class ReputationFact:
     mailbox_id: str
     outcome: str
@@ -155,6 +178,7 @@ __all__ = [
     "IdempotentResponse",
     "KeyRecord",
     "MessageRecord",
+    "QueuedMail",
     "ReputationFact",
     "Suppression",
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
+from html import escape
+from typing import Any
 
 from multimail.records import (
     Account,
@@ -21,6 +23,7 @@ from multimail.records import (
 )
 from multimail_core import inbound, outbound, reputation
 from multimail_core.approval import Approval
+from multimail_core.approval import Status as ApprovalStatus
 from multimail_core.mailbox import Mailbox
 
 
@@ -125,7 +128,8 @@ def email_view(record: MessageRecord, public_url: str) -> dict[str, object]:
                 }
                 for a in c.attachments
             ],
-            "signals": {},
+            "signals": dict(record.meta.get("signals", {})),  # type: ignore[call-overload]
+            "defects": list(record.meta.get("defects", [])),  # type: ignore[call-overload]
         }
     )
     state = record.state
@@ -267,3 +271,95 @@ def contact_view(c: Contact) -> dict[str, object]:
 
 def display_from(box: Mailbox) -> str:
     return formataddr((box.display_name, str(box.address)))
+
+
+# --- the approval-link pages (small, static, no scripts) ---------------------------------
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{title}</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; max-width: 46rem; margin: 2rem auto;
+       padding: 0 1rem; color: #1b1b1b; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+th {{ text-align: left; padding-right: 1rem; color: #555; font-weight: 500; }}
+pre {{ white-space: pre-wrap; background: #f5f5f4; padding: 1rem; border-radius: 6px; }}
+button {{ font: inherit; padding: .5rem 1.2rem; margin-right: .6rem; border-radius: 6px;
+          border: 1px solid #888; cursor: pointer; }}
+.approve {{ background: #1f7a3a; color: #fff; border-color: #1f7a3a; }}
+.reject {{ background: #fff; color: #a11; border-color: #a11; }}
+.note {{ color: #555; font-size: 13px; }}
+input[type=text] {{ font: inherit; width: 100%; padding: .4rem; margin: .4rem 0 1rem; }}
+</style></head><body>{body}</body></html>
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return _PAGE.format(title=escape(title), body=body)
+
+
+def link_view(review: Any, now: int) -> dict[str, object]:
+    c = review.record.content
+    return {
+        "pending_id": review.approval.id,
+        "status": review.approval.status.value,
+        "direction": review.record.direction,
+        "mailbox_id": review.approval.mailbox_id,
+        "from": c.sender,
+        "to": list(c.to),
+        "cc": list(c.cc),
+        "subject": c.subject,
+        "body_text": c.body_text,
+        "expires_at": iso(review.expires_at),
+        "expired": now > review.expires_at,
+    }
+
+
+def review_page(review: Any, *, now: int, preselect: str | None = None) -> str:
+    c = review.record.content
+    apr = review.approval
+    rows = [("Mailbox", apr.mailbox_id), ("From", c.sender), ("To", ", ".join(c.to))]
+    if c.cc:
+        rows.append(("Cc", ", ".join(c.cc)))
+    rows += [("Subject", c.subject), ("Direction", review.record.direction)]
+    table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+    head = f"<h1>Review a held message</h1><table>{table}</table><pre>{escape(c.body_text)}</pre>"
+    if apr.status is not ApprovalStatus.PENDING:
+        return _page(
+            "Already decided",
+            head + f"<p>This message was already <b>{escape(apr.status.value)}</b>. "
+            "Links work once.</p>",
+        )
+    if now > review.expires_at:
+        return _page(
+            "Link expired",
+            head + "<p>This link has expired. Decide in the API or with "
+            "<code>multimail approve</code>.</p>",
+        )
+    hint = ""
+    if preselect in ("approve", "reject"):
+        hint = f'<p class="note">You followed the “{escape(preselect)}” link; confirm below.</p>'
+    form = (
+        f'{hint}<form method="post"><label>Reason (optional)'
+        '<input type="text" name="reason" maxlength="1000"></label>'
+        '<button class="approve" name="action" value="approve">Approve and send</button>'
+        '<button class="reject" name="action" value="reject">Reject</button></form>'
+        f'<p class="note">Expires {escape(iso(review.expires_at) or "")}. '
+        "Nothing is decided until you press a button.</p>"
+    )
+    return _page("Review a held message", head + form)
+
+
+def decided_page(approval: Any, record: MessageRecord) -> str:
+    verb = escape(approval.status.value)
+    return _page(
+        f"Message {verb}",
+        f"<h1>Message {verb}</h1><p>{escape(record.content.subject)}</p>"
+        f'<p class="note">Pending id {escape(approval.id)}; message {escape(record.id)}.</p>',
+    )
+
+
+def link_error_page(text: str) -> str:
+    return _page("Approval link", f"<h1>Approval link</h1><p>{escape(text)}</p>")

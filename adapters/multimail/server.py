@@ -24,9 +24,12 @@ from pathlib import Path
 import uvicorn
 from ulid import ULID
 
+from multimail import worker
 from multimail.api import RateLimiter, create_app
 from multimail.service import Config, Service
+from multimail.smtp_in import InboundServer
 from multimail.store import open_store
+from multimail.transport import Relay, Transport
 from multimail_core.errors import MultimailError
 
 log = logging.getLogger("multimail.server")
@@ -40,18 +43,21 @@ DEFAULTS = {
     "data_dir": "./var",
     "public_url": None,
     "rate_limit": "100",
+    "dns": "system",
 }
 
 
 HELP = {
     "db": "store URL: sqlite:///PATH (postgresql:// arrives with scale-out)",
     "http": "HOST:PORT for the HTTP API",
-    "smtp": "reserved for inbound SMTP; accepted and ignored in this release",
+    "smtp": "HOST:PORT for inbound SMTP (mail for this server's mailboxes)",
     "domain": "the server's mail domain; accounts get <slug>.<domain>",
-    "relay": "reserved for the outbound relay; accepted and ignored in this release",
+    "relay": "smtp://[USER:PASS@]HOST:PORT (or smtps://) for outbound mail; default: "
+    "direct to each recipient domain's MX",
     "data_dir": "directory for a generated admin.key (the database is where --db says)",
     "public_url": "URL used in links (default http://<--http>)",
     "rate_limit": "requests/s per API key, burst twice that; 0 turns it off",
+    "dns": "resolver for inbound sender checks (DKIM, SPF, DMARC): system, or off to skip",
 }
 
 
@@ -66,6 +72,11 @@ class Settings:
     public_url: str | None = None
     admin_key: str | None = field(default=None, repr=False)
     rate_limit: float = 100.0
+    dns: str = "system"
+
+    @property
+    def smtp_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.smtp, "--smtp")
 
     @property
     def http_host_port(self) -> tuple[str, int]:
@@ -102,12 +113,31 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         http=args.http,
         smtp=args.smtp,
         domain=args.domain,
-        relay=args.relay,
         data_dir=args.data_dir,
         public_url=args.public_url,
         admin_key=env.get("MULTIMAIL_ADMIN_KEY") or None,
         rate_limit=_rate(args.rate_limit),
+        dns=_choice(args.dns, "--dns", ("system", "off")),
+        relay=_relay(args.relay),
     )
+
+
+def _choice(value: str, flag: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SystemExit(
+            f"multimail serve: {flag} wants one of {', '.join(allowed)}, got {value!r}"
+        )
+    return value
+
+
+def _relay(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        Relay.parse(value)
+    except ValueError as exc:
+        raise SystemExit(f"multimail serve: {exc}") from None
+    return value
 
 
 def _rate(value: str) -> float:
@@ -166,60 +196,65 @@ class _QuietServer(uvicorn.Server):
 
 
 class Runtime:
-    """The running server: uvicorn plus the delivery worker on one event loop."""
+    """The running server: uvicorn, inbound SMTP and the delivery workers on one loop."""
 
     def __init__(
-        self, service: Service, settings: Settings, *, sock: socket.socket | None = None
+        self,
+        service: Service,
+        settings: Settings,
+        *,
+        sock: socket.socket | None = None,
+        smtp_sock: socket.socket | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.service = service
         self.settings = settings
         self.sock = sock
+        self.smtp_sock = smtp_sock
         self.ready = asyncio.Event()
-        self._kick: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._stop_event: asyncio.Event | None = None
+        relay = Relay.parse(settings.relay) if settings.relay else None
+        self.transport = transport or Transport(relay, helo=settings.domain)
+        self.worker = worker.DeliveryWorker(service, self.transport)
         limiter = RateLimiter(rate=settings.rate_limit, burst=max(1, int(settings.rate_limit * 2)))
         self.app = create_app(service, limiter=limiter, on_send=self.kick)
         host, port = settings.http_host_port
         self.uvicorn = _QuietServer(
             uvicorn.Config(self.app, host=host, port=port, log_level="warning", lifespan="off")
         )
+        smtp_host, smtp_port = settings.smtp_host_port
+        self.smtp = InboundServer(
+            service,
+            smtp_host,
+            smtp_port,
+            hostname=settings.domain,
+            authenticate=worker.sender_checks(settings.dns),
+        )
 
     def kick(self) -> None:
-        loop, event = self._loop, self._kick
-        if loop is not None and event is not None:
-            loop.call_soon_threadsafe(event.set)
-
-    async def _deliveries(self) -> None:
-        assert self._kick is not None
-        while not self._stopping:
-            try:
-                done = await asyncio.to_thread(self.service.run_deliveries)
-            except Exception:
-                log.exception("delivery batch failed; retrying")
-                done = 0
-            if done:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=0.5)
-            self._kick.clear()
+        self.worker.kick()
 
     async def serve(self, *, handle_signals: bool = False) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._kick = asyncio.Event()
+        loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
-                self._loop.add_signal_handler(sig, self.stop)
-        worker = asyncio.create_task(self._deliveries())
+                loop.add_signal_handler(sig, self.stop)
+        await asyncio.to_thread(self.service.recover_in_flight)
+        await self.smtp.start(self.smtp_sock)
+        self.worker.bind(loop)
+        work = asyncio.create_task(self.worker.run())
         sockets = [self.sock] if self.sock is not None else None
         server = asyncio.create_task(self.uvicorn.serve(sockets=sockets))
         while not self.uvicorn.started and not server.done():
             await asyncio.sleep(0.01)
         self.ready.set()
         await server
-        self._stopping = True
-        self.kick()
-        await worker
+        # uvicorn has stopped taking requests: stop SMTP (in-flight DATA finishes), then
+        # let the worker finish its current batch.
+        await self.smtp.stop()
+        self.worker.stop()
+        await work
 
     def stop(self) -> None:
         self.uvicorn.should_exit = True
@@ -229,6 +264,8 @@ def serve_main(argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # aiosmtpd logs every SMTP command at INFO; keep its warnings and errors only.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     settings = parse_settings(argv)
     if settings.db.startswith("sqlite:///./") or settings.db.startswith("sqlite:///var"):
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -252,8 +289,9 @@ def serve_main(argv: Sequence[str]) -> int:
             f"  admin key        already created; see {Path(settings.data_dir) / 'admin.key'}",
             flush=True,
         )
-    print("  delivery         agent-to-agent mail is delivered locally; SMTP in and out are")
-    print("                   not in this release: mail to outside addresses is deferred")
+    smtp_host, smtp_port = settings.smtp_host_port
+    print(f"  SMTP in          {smtp_host}:{smtp_port}", flush=True)
+    print(f"  SMTP out         {settings.relay or 'direct to MX (no --relay given)'}", flush=True)
     key = generated or "$(cat " + str(Path(settings.data_dir) / "admin.key") + ")"
     if settings.admin_key and not generated:
         key = "$MULTIMAIL_ADMIN_KEY"

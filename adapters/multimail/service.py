@@ -18,13 +18,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+from multimail import mime
 from multimail.errors import (
     AlreadyDecided,
     Conflict,
     IdempotencyConflict,
+    LoopDetected,
     NotFound,
     Unauthenticated,
 )
+from multimail.mailflow import DKIM_SELECTORS, HOPS_HEADER, MailFlow, hops_of
 from multimail.records import (
     Account,
     AuditEntry,
@@ -40,13 +43,15 @@ from multimail.records import (
 from multimail.store.base import Store
 from multimail_core import approval as approvals
 from multimail_core import authorization as authz
-from multimail_core import inbound, mailbox, outbound, reputation, workflows
+from multimail_core import delivery, inbound, mailbox, outbound, reputation, workflows
 from multimail_core.addresses import Address, base, parse_address, validate_allowlist_pattern
 from multimail_core.authorization import OPERATIONS, Key, Scope
 from multimail_core.errors import AddressUnavailable, InvalidValue, NotPermitted
 from multimail_core.events import Event
 from multimail_core.ids import Kind, make_id
 from multimail_core.modes import DEFAULT_MODE, OversightMode
+
+SyncTransport = Callable[[str, Sequence[str], bytes], dict[str, tuple[int, str]]]
 
 KEY_PREFIX = "mm_live_"
 GENESIS = "0" * 64
@@ -115,7 +120,7 @@ class SendResult:
     decision: workflows.oversight.Decision
 
 
-class Service:
+class Service(MailFlow):
     def __init__(
         self,
         store: Store,
@@ -129,6 +134,9 @@ class Service:
         self.new_ulid = new_ulid
         self.config = config or Config()
         self._pending: list[tuple[Event | EventRecord, str]] = []
+        #: A synchronous transport for ``run_deliveries``: (mail_from, rcpts, raw) →
+        #: {rcpt: (code, text)}. The server's asynchronous worker brings its own.
+        self.transport: SyncTransport | None = None
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -526,6 +534,7 @@ class Service:
             now = self.clock()
             box, events = workflows.decommission(box, key, now=now)
             self.store.update_mailbox(box)
+            self.revoke_identity_key(box.id, now)
             self._emit(box.account_id, events, now)
             self._audit(box.account_id, key, "mailbox.decommission", "mailbox", box.id, now)
         return box
@@ -544,6 +553,19 @@ class Service:
                 box.id,
                 now,
                 target_mode=target_mode,
+            )
+            self.notify_operator(
+                box.account_id,
+                subject=f"[MultiMail] {box.address} asks for {target_mode.value}",
+                text=(
+                    f"The agent of mailbox {box.address} ({box.id}) asks to move from "
+                    f"{box.mode.value} to {target_mode.value}.\n\nOnly an operator can raise "
+                    "a mailbox's autonomy: PATCH /v1/mailboxes/{id} with an admin or oversight "
+                    "key, or `multimail mailboxes update ID --mode MODE`."
+                ),
+                purpose="upgrade_request",
+                related_id=box.id,
+                now=now,
             )
 
     # --- sending ----------------------------------------------------------------------
@@ -613,6 +635,9 @@ class Service:
             self.store.insert_message(MessageRecord(sub.message, content))
             if sub.approval is not None:
                 self.store.insert_approval(sub.approval)
+                self.request_approval_by_mail(
+                    sub.approval, MessageRecord(sub.message, content), now
+                )
             answered = reply_to.state if reply_to is not None else None
             mark = inbound.MarkReplied(ids.message_id)
             if (
@@ -672,6 +697,12 @@ class Service:
         recipient = (
             original.content.sender if original.direction == "inbound" else original.content.to[0]
         )
+        hops = hops_of(original.content.headers) + 1
+        if delivery.loop_suspected(hops, 0):
+            raise LoopDetected(
+                f"this thread has passed {hops - 1} agent hops; replying again could loop "
+                f"forever (limit {delivery.HOP_LIMIT}). A human can reply with a new message."
+            )
         return self.send(
             key,
             mailbox_id,
@@ -683,6 +714,7 @@ class Service:
             body_html=body_html,
             dry_run=dry_run,
             reply_to=original,
+            extra_headers=((HOPS_HEADER, str(hops)),),
         )
 
     def _reply_target(
@@ -756,6 +788,15 @@ class Service:
 
     def get_email(self, key: Key, email_id: str) -> MessageRecord:
         return self._message(key, email_id, "messages.read")
+
+    def get_attachment(
+        self, key: Key, email_id: str, attachment_id: str
+    ) -> tuple[mime.ParsedAttachment, bytes]:
+        record = self.get_email(key, email_id)
+        found = mime.attachment(record.raw, attachment_id) if record.raw is not None else None
+        if found is None:
+            raise NotFound(f"no attachment {attachment_id} in {email_id}")
+        return found
 
     def get_thread(self, key: Key, mailbox_id: str, thread_id: str) -> list[MessageRecord]:
         box = self._mailbox(key, mailbox_id, "messages.read")
@@ -883,7 +924,13 @@ class Service:
     # --- inbound (local delivery; SMTP arrives with the SMTP issue) --------------------
 
     def deliver_local(
-        self, box: mailbox.Mailbox, content: Content, raw: bytes | None, now: int
+        self,
+        box: mailbox.Mailbox,
+        content: Content,
+        raw: bytes | None,
+        now: int,
+        *,
+        meta: dict[str, object] | None = None,
     ) -> MessageRecord | None:
         """Store an inbound message for ``box``; caller holds the transaction."""
         if not mailbox.can_receive(box):
@@ -903,7 +950,9 @@ class Service:
             ids=ids,
             now=now,
         )
-        record = MessageRecord(receipt.message, content, raw)
+        if not content.message_id_header:
+            content = replace(content, message_id_header=f"<{ids.message_id}@{box.address.domain}>")
+        record = MessageRecord(receipt.message, content, raw, meta=dict(meta or {}))
         self.store.insert_message(record)
         if receipt.approval is not None:
             self.store.insert_approval(receipt.approval)
@@ -918,114 +967,24 @@ class Service:
             sender=content.sender,
             verdict=receipt.decision.verdict,
         )
+        if receipt.approval is not None:
+            self.request_approval_by_mail(receipt.approval, record, now)
         if known_thread is not None:  # a reply to this mailbox's thread: engagement (§8)
             self.store.add_fact(ReputationFact(box.id, reputation.Outcome.REPLY.value, now))
         return record
 
     def run_deliveries(self, *, limit: int = 100) -> int:
-        """Deliver due outbound messages whose recipients are local mailboxes.
-
-        External recipients need a transport (the SMTP issue); until one is configured they
-        are deferred with a 4xx and retried on the core's schedule.
-        """
-        done = 0
-        now = self.clock()
-        for record in self.store.due_outbound(now, limit):
-            with self._tx():
-                current = self.store.get_message(record.id)
-                if current is None or not _due(current, now):
-                    continue
-                self._deliver_one(current, now)
-                done += 1
-        return done
-
-    def _deliver_one(self, record: MessageRecord, now: int) -> None:
-        state = record.state
-        assert isinstance(state, outbound.Outbound)
-        account_id = state.account_id
-        box = self.store.get_mailbox(state.mailbox_id)
-        assert box is not None
-        if state.status is outbound.Status.SCHEDULED:
-            state, events = outbound.apply(state, outbound.Release(), now=now)
-            self._emit(account_id, events, now)
-        state, events = workflows.start_delivery(
-            box, state, suppressed=self._suppressed(account_id), now=now
-        )
-        self._emit(account_id, events, now)
-        if state.status is outbound.Status.CANCELLED:
-            self.store.update_message(replace(record, state=state))
-            return
-        targets = [(rcpt, self._local_mailbox(rcpt)) for rcpt in state.recipients]
-        external = [r for r, box_ in targets if box_ is None and not self._is_local_domain(r)]
-        unknown = [r for r, box_ in targets if box_ is None and self._is_local_domain(r)]
-        if external:
-            code, text = 451, "4.4.0 no relay configured for external recipients"
-        elif not any(box_ for _, box_ in targets):
-            code, text = 550, "5.1.1 no such mailbox on this server"
-        else:
-            code, text = 250, "2.0.0 delivered locally"
-        state, events = outbound.apply(state, outbound.RecordAttempt(code, text), now=now)
-        self._emit(account_id, events, now)
-        if state.status is outbound.Status.BOUNCED:
-            self._record_bounce(state, unknown, now)
-        if state.status is not outbound.Status.SENT:
-            self.store.update_message(replace(record, state=state))
-            return
-        headers = (*record.content.headers, ("X-MultiMail-Hops", "1"))
-        for _rcpt, target in targets:
-            if target is not None:
-                self.deliver_local(target, replace(record.content, headers=headers), None, now)
-        if state.monitored:
-            self._oversight_copy(record, now)
-        self.store.add_fact(ReputationFact(state.mailbox_id, reputation.Outcome.SENT.value, now))
-        if unknown:  # RFC 3464 would report these in a DSN; locally we know at once
-            state, events = outbound.apply(
-                state, outbound.RecordBounce(tuple(unknown), "550 5.1.1 no such mailbox"), now=now
-            )
-            self._emit(account_id, events, now)
-            self._record_bounce(state, unknown, now)
-        else:
-            state, events = outbound.apply(state, outbound.ConfirmDelivery(), now=now)
-            self._emit(account_id, events, now)
-            self.store.add_fact(
-                ReputationFact(state.mailbox_id, reputation.Outcome.DELIVERED.value, now)
-            )
-        self.store.update_message(replace(record, state=state))
-
-    def _is_local_domain(self, address: str) -> bool:
-        domain = parse_address(address).domain
-        return domain == self.config.domain or domain.endswith("." + self.config.domain)
-
-    def _record_bounce(self, state: outbound.Outbound, recipients: Sequence[str], now: int) -> None:
-        """A hard bounce: the mailbox's reputation and the account's suppression list."""
-        self.store.add_fact(
-            ReputationFact(state.mailbox_id, reputation.Outcome.HARD_BOUNCE.value, now)
-        )
-        for address in workflows.suppressions_for(reputation.Outcome.HARD_BOUNCE, recipients):
-            self.store.add_suppression(
-                Suppression(state.account_id, address, "hard_bounce", state.mailbox_id, now)
-            )
-
-    def _oversight_copy(self, record: MessageRecord, now: int) -> None:
-        """P4: one hidden copy of a monitored mailbox's message to the operator."""
-        account = self.store.get_account(record.state.account_id)
-        if account is None or not account.oversight_email:
-            self._audit(
-                record.state.account_id, None, "oversight.copy_skipped", "message", record.id,
-                now, reason="the account has no oversight_email",
-            )  # fmt: skip
-            return
-        target = self._local_mailbox(account.oversight_email)
-        headers = (*record.content.headers, ("X-MultiMail-Oversight-Copy", record.id))
-        if target is not None:
-            self.deliver_local(target, replace(record.content, headers=headers), None, now)
-            outcome = "delivered"
-        else:
-            outcome = "waiting_for_relay"  # external delivery arrives with the SMTP release
-        self._audit(
-            record.state.account_id, None, "oversight.copy", "message", record.id, now,
-            to=account.oversight_email, outcome=outcome,
-        )  # fmt: skip
+        """One synchronous pass of the delivery worker (tests and tools; the server runs the
+        asynchronous one in ``multimail.worker``): claim due messages, hand their outside
+        recipients to ``self.transport`` (none: a 4xx, retried later), settle."""
+        jobs, handled = self.claim_deliveries(limit=limit)
+        for job in jobs:
+            if self.transport is None:
+                replies = dict.fromkeys(job.recipients, (451, "4.4.0 no transport in this process"))
+            else:
+                replies = self.transport(job.mail_from, job.recipients, job.raw)
+            self.finish_delivery(job, replies)
+        return handled
 
     def _local_mailbox(self, address: str) -> mailbox.Mailbox | None:
         parsed = parse_address(address)
@@ -1166,17 +1125,16 @@ class Service:
         account = self.get_account(key)
         return [
             {
-                "domain": self.config.domain,
+                "domain": domain,
                 "status": "active",
-                "kind": "default",
-                "dns_records": [],
-            },
-            {
-                "domain": self.account_domain(account),
-                "status": "active",
-                "kind": "account",
-                "dns_records": [],
-            },
+                "kind": kind,
+                "dkim_selectors": [sel for sel, _ in DKIM_SELECTORS],
+                "dns_records": self.dns_records(domain),
+            }
+            for domain, kind in (
+                (self.config.domain, "default"),
+                (self.account_domain(account), "account"),
+            )
         ]
 
 
@@ -1188,13 +1146,6 @@ def _settings(box: mailbox.Mailbox) -> dict[str, object]:
         "allowlist": sorted(box.allowlist),
         "status": box.status.value,
     }
-
-
-def _due(record: MessageRecord, now: int) -> bool:
-    state = record.state
-    return isinstance(state, outbound.Outbound) and (
-        outbound.is_due(state, now=now) or outbound.is_release_due(state, now=now)
-    )
 
 
 def _visible(record: MessageRecord) -> bool:

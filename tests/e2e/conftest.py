@@ -21,6 +21,7 @@ class Served:
     admin_key: str
     process: subprocess.Popen[bytes]
     data_dir: Path
+    smtp_port: int = 0
 
 
 def free_port() -> int:
@@ -39,6 +40,8 @@ def start_server(
     """Run ``multimail serve``; with ``defaults`` it uses the default --db and --data-dir
     (./var under ``cwd``), as ``make serve`` does."""
     port = free_port()
+    smtp_port = free_port()
+    smtp = [] if "--smtp" in extra else ["--smtp", f"127.0.0.1:{smtp_port}"]
     env = {k: v for k, v in os.environ.items() if k != "MULTIMAIL_ADMIN_KEY"}
     if admin_key:
         env["MULTIMAIL_ADMIN_KEY"] = admin_key
@@ -53,6 +56,7 @@ def start_server(
             "serve",
             "--http",
             f"127.0.0.1:{port}",
+            *smtp,
             *where,
             *extra,
         ],
@@ -68,7 +72,7 @@ def start_server(
             raise RuntimeError(process.stdout.read().decode() if process.stdout else "exited")
         try:
             if httpx.get(f"{url}/health", timeout=1).json() == {"status": "ok"}:
-                return Served(url, admin_key, process, data_dir)
+                return Served(url, admin_key, process, data_dir, smtp_port)
         except httpx.HTTPError:
             time.sleep(0.1)
     process.kill()

@@ -95,6 +95,7 @@ def world(tmp_path):
         "contact_id": contact["id"],
         "address": "gone@a.example",
         "name": "label",
+        "attachment_id": "att_1",
     }
     return {
         "client": client,

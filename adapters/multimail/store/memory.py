@@ -14,6 +14,7 @@ Rule 4: one RLock serializes everything, held for the whole of a transaction: Fa
 from __future__ import annotations
 
 import bisect
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from multimail.records import (
     IdempotentResponse,
     KeyRecord,
     MessageRecord,
+    QueuedMail,
     ReputationFact,
     Suppression,
 )
@@ -113,6 +115,8 @@ class _Tables:
     suppressions: dict[tuple[str, str], Suppression] = field(default_factory=dict)
     contacts: dict[str, Contact] = field(default_factory=dict)
     facts: dict[str, list[ReputationFact]] = field(default_factory=dict)  # by mailbox
+    kv: dict[str, dict[str, object]] = field(default_factory=dict)
+    mail: dict[str, QueuedMail] = field(default_factory=dict)
 
     def copy(self) -> _Tables:
         return _Tables(
@@ -129,6 +133,8 @@ class _Tables:
             suppressions=dict(self.suppressions),
             contacts=dict(self.contacts),
             facts={k: list(v) for k, v in self.facts.items()},
+            kv=dict(self.kv),
+            mail=dict(self.mail),
         )
 
 
@@ -363,6 +369,26 @@ class MemoryStore:
             due = [m for m in self._t.messages.values() if is_dispatchable(m, now)]
         return sorted(due, key=lambda m: m.id)[:limit]
 
+    def in_flight_outbound(self) -> list[MessageRecord]:
+        with self._lock:
+            found = [
+                m
+                for m in self._t.messages.values()
+                if isinstance(m.state, outbound.Outbound)
+                and m.state.status is outbound.Status.SENDING
+            ]
+        return sorted(found, key=lambda m: m.id)
+
+    def count_from_sender(self, mailbox_id: str, sender: str) -> int:
+        with self._lock:
+            return sum(
+                1
+                for m in self._t.messages.values()
+                if m.direction == "inbound"
+                and m.state.mailbox_id == mailbox_id
+                and m.content.sender == sender
+            )
+
     # --- approvals ----------------------------------------------------------------------
 
     def insert_approval(self, approval: Approval) -> None:
@@ -545,6 +571,66 @@ class MemoryStore:
         with self._lock:
             found = [f for f in self._t.facts.get(mailbox_id, []) if f.at >= since]
         return sorted(found, key=lambda f: f.at)
+
+    # --- server-held material and the server's own mail queue ---------------------------
+
+    def kv_get(self, name: str) -> dict[str, object] | None:
+        with self._lock:
+            doc = self._t.kv.get(name)
+        return dict(doc) if doc is not None else None
+
+    def kv_put(self, name: str, doc: dict[str, object]) -> None:
+        doc = check_json_doc(doc)
+        with self._lock:
+            self._t.kv[name] = doc
+
+    def insert_mail(self, mail: QueuedMail) -> None:
+        mail = _stored(mail)
+        with self._lock:
+            self._absent(self._t.mail, mail.id, "mail")
+            self._t.mail[mail.id] = mail
+
+    def update_mail(self, mail: QueuedMail) -> None:
+        mail = _stored(mail)
+        with self._lock:
+            if mail.id not in self._t.mail:
+                raise MissingRecord(f"no mail {mail.id}")
+            self._t.mail[mail.id] = mail
+
+    def get_mail(self, mail_id: str) -> QueuedMail | None:
+        with self._lock:
+            return self._t.mail.get(mail_id)
+
+    def due_mail(self, now: int, limit: int) -> list[QueuedMail]:
+        check_limit(limit)
+        with self._lock:
+            due = [
+                m
+                for m in self._t.mail.values()
+                if m.status in ("queued", "deferred")
+                and m.next_attempt_at is not None
+                and m.next_attempt_at <= now
+            ]
+        return sorted(due, key=lambda m: m.id)[:limit]
+
+    def list_mail(self, account_id: str, *, related_id: str | None = None) -> list[QueuedMail]:
+        with self._lock:
+            found = [
+                m
+                for m in self._t.mail.values()
+                if m.account_id == account_id and (related_id is None or m.related_id == related_id)
+            ]
+        return sorted(found, key=lambda m: m.id)
+
+    def mail_in_flight(self) -> list[QueuedMail]:
+        with self._lock:
+            found = [m for m in self._t.mail.values() if m.status == "sending"]
+        return sorted(found, key=lambda m: m.id)
+
+
+def check_json_doc(doc: dict[str, object]) -> dict[str, object]:
+    """A JSON-only copy of ``doc`` (what SQLite would store and give back)."""
+    return json.loads(json.dumps(doc))  # type: ignore[no-any-return]
 
 
 def contact_matches(contact: Contact, query: str) -> bool:

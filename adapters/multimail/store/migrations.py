@@ -128,8 +128,34 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v2_email(db: sqlite_utils.Database) -> None:
+    """Real email: the sender of each message (first contact, prior messages), crash
+    recovery of in-flight deliveries, server-held keys and the server's own mail queue."""
+    db.execute("ALTER TABLE messages ADD COLUMN sender TEXT NOT NULL DEFAULT ''")
+    db.execute("UPDATE messages SET sender = lower(json_extract(doc, '$.content.sender'))")
+    db.execute("CREATE INDEX idx_messages_sender ON messages (mailbox_id, sender, direction)")
+    db.execute("CREATE INDEX idx_messages_sending ON messages (id) WHERE status = 'sending'")
+    db.table("kv").create({"name": str, "doc": str}, pk="name", not_null=["doc"], strict=True)
+    mail = db.table("mail_queue").create(
+        {
+            "id": str,
+            "account_id": str,
+            "related_id": str,
+            "status": str,
+            "due_at": int,
+            "doc": str,
+            "raw": bytes,
+        },
+        pk="id",
+        not_null=["account_id", "status", "doc", "raw"],
+        strict=True,
+    )
+    mail.create_index(["due_at"])
+    mail.create_index(["account_id", "related_id"])
+
+
 #: ``MIGRATIONS[v]`` takes the schema from version v to v + 1. Append only.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1_initial,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1_initial, _v2_email)
 
 
 __all__ = ["MIGRATIONS"]

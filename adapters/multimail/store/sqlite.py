@@ -44,6 +44,7 @@ from multimail.records import (
     IdempotentResponse,
     KeyRecord,
     MessageRecord,
+    QueuedMail,
     ReputationFact,
     Suppression,
 )
@@ -142,6 +143,7 @@ def _message_row(record: MessageRecord) -> list[object]:
         _due_at(state),
         doc,
         record.raw,
+        record.content.sender.lower(),
         record.id,
     ]
 
@@ -394,13 +396,13 @@ class SqliteStore:
     _MESSAGE_COLUMNS = (
         "mailbox_id, account_id, thread_id, direction, status, visible, unread, "
         "requires_action, created_at, message_id_header, next_attempt_at, send_at, due_at, "
-        "doc, raw"
+        "doc, raw, sender"
     )
 
     def insert_message(self, record: MessageRecord) -> None:
         self._write(
             # Only constant column names are interpolated; every value is a parameter.
-            f"INSERT INTO messages ({self._MESSAGE_COLUMNS}, id) VALUES ({', '.join('?' * 16)})",  # noqa: S608
+            f"INSERT INTO messages ({self._MESSAGE_COLUMNS}, id) VALUES ({', '.join('?' * 17)})",  # noqa: S608
             _message_row(record),
         )
 
@@ -670,6 +672,92 @@ class SqliteStore:
             "SELECT doc FROM facts WHERE mailbox_id = ? AND at >= ? ORDER BY at, id",
             [mailbox_id, since],
         )
+
+    # --- server-held material and the server's own mail queue ---------------------------
+
+    def kv_get(self, name: str) -> dict[str, object] | None:
+        rows = self._rows("SELECT doc FROM kv WHERE name = ?", [name])
+        return json.loads(rows[0][0]) if rows else None  # type: ignore[no-any-return]
+
+    def kv_put(self, name: str, doc: dict[str, object]) -> None:
+        self._write(
+            "INSERT INTO kv (name, doc) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
+            [name, json.dumps(doc)],
+        )
+
+    @staticmethod
+    def _mail_row(mail: QueuedMail) -> list[object]:
+        due = mail.next_attempt_at if mail.status in ("queued", "deferred") else None
+        return [
+            mail.account_id,
+            mail.related_id,
+            mail.status,
+            due,
+            codec.dumps(replace(mail, raw=b"")),
+            mail.raw,
+            mail.id,
+        ]
+
+    def insert_mail(self, mail: QueuedMail) -> None:
+        self._write(
+            "INSERT INTO mail_queue (account_id, related_id, status, due_at, doc, raw, id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._mail_row(mail),
+        )
+
+    def update_mail(self, mail: QueuedMail) -> None:
+        self._update(
+            "mail",
+            mail.id,
+            "UPDATE mail_queue SET account_id = ?, related_id = ?, status = ?, due_at = ?, "
+            "doc = ?, raw = ? WHERE id = ?",
+            self._mail_row(mail),
+        )
+
+    def _mails(self, sql: str, params: Sequence[object]) -> list[QueuedMail]:
+        return [
+            replace(codec.loads(QueuedMail, row[0]), raw=bytes(row[1]))
+            for row in self._rows(sql, params)
+        ]
+
+    def get_mail(self, mail_id: str) -> QueuedMail | None:
+        found = self._mails("SELECT doc, raw FROM mail_queue WHERE id = ?", [mail_id])
+        return found[0] if found else None
+
+    def due_mail(self, now: int, limit: int) -> list[QueuedMail]:
+        check_limit(limit)
+        return self._mails(
+            "SELECT doc, raw FROM mail_queue WHERE due_at <= ? ORDER BY id LIMIT ?", [now, limit]
+        )
+
+    def list_mail(self, account_id: str, *, related_id: str | None = None) -> list[QueuedMail]:
+        if related_id is None:
+            return self._mails(
+                "SELECT doc, raw FROM mail_queue WHERE account_id = ? ORDER BY id", [account_id]
+            )
+        return self._mails(
+            "SELECT doc, raw FROM mail_queue WHERE account_id = ? AND related_id = ? ORDER BY id",
+            [account_id, related_id],
+        )
+
+    def mail_in_flight(self) -> list[QueuedMail]:
+        return self._mails(
+            "SELECT doc, raw FROM mail_queue WHERE status = 'sending' ORDER BY id", []
+        )
+
+    def in_flight_outbound(self) -> list[MessageRecord]:
+        return self._messages(
+            "SELECT doc, raw FROM messages WHERE status = 'sending' ORDER BY id", []
+        )
+
+    def count_from_sender(self, mailbox_id: str, sender: str) -> int:
+        rows = self._rows(
+            "SELECT count(*) FROM messages WHERE mailbox_id = ? AND sender = ? "
+            "AND direction = 'inbound'",
+            [mailbox_id, sender.lower()],
+        )
+        return int(rows[0][0])
 
 
 __all__ = ["SqliteStore"]

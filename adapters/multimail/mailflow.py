@@ -1,0 +1,848 @@
+"""Real email in the service layer: SMTP arrivals, deliveries through a transport, signing
+keys, delivery reports and approval links. A mixin of ``Service``; same rules as there.
+
+Rule 1: every state change happens in one store transaction with its events and audit entry;
+        network IO (SMTP, DNS) never happens inside a transaction.
+Rule 2: a delivery attempt is claimed (``sending``) and committed *before* the transport is
+        called, and settled in a second transaction after it answered. A crash in between
+        leaves the message ``sending``; at the next start it is failed, never re-sent (P7).
+Rule 3: each recipient is handed over at most once: recipients already delivered are kept in
+        the message's ``meta["delivered"]`` and left out of any retry.
+Rule 4: a batch of SMTP arrivals commits in one transaction; if the batch fails, each arrival
+        is retried alone so that one bad message cannot refuse the others.
+Rule 5: the decisions (hold or deliver, retry or bounce, warn or demote, loop or not) are the
+        core's; this module only gathers inputs and persists results.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from email.utils import formataddr
+from typing import TYPE_CHECKING, Any
+
+from multimail import mime, reports, signing
+from multimail.errors import AlreadyDecided, LinkExpired, NotFound
+from multimail.records import Attachment, Content, MessageRecord, QueuedMail, ReputationFact
+from multimail.records import Suppression as SuppressionRecord
+from multimail_core import approval as approvals
+from multimail_core import delivery, inbound, mailbox, outbound, reputation, workflows
+from multimail_core.addresses import base, parse_address
+from multimail_core.authorization import Key, Scope
+from multimail_core.errors import InvalidAddress, InvalidValue, MultimailError
+from multimail_core.ids import Kind
+
+if TYPE_CHECKING:
+    from multimail.service import Service
+
+    _Base = Service
+else:
+    _Base = object
+
+HOPS_HEADER = "X-MultiMail-Hops"
+COPY_HEADER = "X-MultiMail-Oversight-Copy"
+LINK_TTL_MS = 7 * 86_400_000
+DKIM_SELECTORS = (("mm1", "rsa-sha256"), ("mm1ed", "ed25519-sha256"))
+SYSTEM_LOCAL = "multimail"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One SMTP transaction, prepared outside the store lock (parsed, authenticated)."""
+
+    raw: bytes
+    mail_from: str
+    rcpts: tuple[str, ...]
+    parsed: mime.Parsed
+    signals: dict[str, object]
+    peer: str | None = None
+    helo: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    message_ids: tuple[str, ...]
+    reports: int = 0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed delivery attempt waiting for the transport."""
+
+    message_id: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class LinkReview:
+    approval: approvals.Approval
+    record: MessageRecord
+    token: str
+    expires_at: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class MailFlow(_Base):
+    # --- keys -------------------------------------------------------------------------
+
+    def dkim_keys(self, domain: str) -> list[signing.DkimKey]:
+        """The domain's DKIM keys, generated and stored on first use."""
+        name = f"dkim:{domain.lower()}"
+        with self._tx():
+            doc = self.store.kv_get(name)
+            if doc is None:
+                now = self.clock()
+                keys = [
+                    signing.generate_dkim_key(domain.lower(), sel, alg, now)
+                    for sel, alg in DKIM_SELECTORS
+                ]
+                self.store.kv_put(name, {"keys": [signing.to_doc(k) for k in keys]})
+                return keys
+        return [signing.dkim_key_from_doc(d) for d in doc["keys"]]  # type: ignore[attr-defined]
+
+    def identity_key(self, mailbox_id: str) -> signing.IdentityKey:
+        """The mailbox's own Ed25519 identity key, generated and stored on first use."""
+        name = f"identity:{mailbox_id}"
+        with self._tx():
+            doc = self.store.kv_get(name)
+            if doc is None:
+                key = signing.generate_identity_key(mailbox_id, self.clock())
+                self.store.kv_put(name, signing.to_doc(key))
+                return key
+        return signing.identity_key_from_doc(doc)
+
+    def revoke_identity_key(self, mailbox_id: str, now: int) -> None:
+        """Called when a mailbox is decommissioned; the key stays published, marked."""
+        key = self.identity_key(mailbox_id)
+        if key.revoked_at is None:
+            revoked = replace(key, revoked_at=now)
+            self.store.kv_put(f"identity:{mailbox_id}", signing.to_doc(revoked))
+
+    def published_keys(self, mailbox_id: str) -> list[dict[str, object]] | None:
+        """Public: the mailbox's identity keys as JWKs; None for a mailbox never created."""
+        if self.store.get_mailbox(mailbox_id) is None:
+            return None
+        return [signing.jwk(self.identity_key(mailbox_id))]
+
+    def is_local_domain(self, domain: str) -> bool:
+        domain = domain.lower().rstrip(".")
+        return domain == self.config.domain or domain.endswith("." + self.config.domain)
+
+    def published_txt(self, name: str) -> list[str]:
+        """Public: the TXT records this server asks to be published under ``name``."""
+        name = name.lower().rstrip(".")
+        selector, sep, domain = name.partition("._domainkey.")
+        if not sep or not self.is_local_domain(domain):
+            return []
+        doc = self.store.kv_get(f"dkim:{domain}")
+        if doc is None:
+            return []
+        keys = [signing.dkim_key_from_doc(d) for d in doc["keys"]]  # type: ignore[attr-defined]
+        return [str(signing.dkim_dns_record(k)["value"]) for k in keys if k.selector == selector]
+
+    def dns_records(self, domain: str) -> list[dict[str, object]]:
+        """What to publish for ``domain``: MX, SPF, DMARC and the DKIM keys."""
+        host = self.config.public_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        records: list[dict[str, object]] = [
+            {"type": "MX", "name": domain, "value": f"10 {self.config.domain}.", "purpose": "mx"},
+            {"type": "TXT", "name": domain, "value": "v=spf1 mx a ~all", "purpose": "spf"},
+            {
+                "type": "TXT",
+                "name": f"_dmarc.{domain}",
+                "value": f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}",
+                "purpose": "dmarc",
+            },
+        ]
+        for key in self.dkim_keys(domain):
+            record = dict(signing.dkim_dns_record(key))
+            record["purpose"] = "dkim"
+            records.append(record)
+        del host
+        return records
+
+    def link_secret(self) -> bytes:
+        with self._tx():
+            doc = self.store.kv_get("server:link-secret")
+            if doc is None:
+                doc = {"secret": secrets.token_hex(32)}
+                self.store.kv_put("server:link-secret", doc)
+        return bytes.fromhex(str(doc["secret"]))
+
+    # --- SMTP arrivals ----------------------------------------------------------------
+
+    def smtp_rcpt(self, address: str) -> tuple[int, str]:
+        """The reply to ``RCPT TO:<address>`` (PRODUCT §6)."""
+        try:
+            parsed = parse_address(address)
+        except (InvalidAddress, InvalidValue):
+            return 501, "5.1.3 bad recipient address syntax"
+        if not self.is_local_domain(parsed.domain):
+            return 550, "5.7.1 relaying denied: this server only accepts mail for its mailboxes"
+        if reports.parse_verp(str(parsed)) is not None:
+            return 250, "2.1.5 OK"
+        box = self._local_mailbox(str(parsed))
+        if box is None or not mailbox.can_receive(box):
+            return 550, "5.1.1 no such mailbox here"
+        return 250, "2.1.5 OK"
+
+    def accept_smtp(self, batch: Sequence[Incoming]) -> list[Accepted | Exception]:
+        """Commit a batch of arrivals in one transaction (Rule 4)."""
+        try:
+            with self._tx():
+                return [self._accept_one(item) for item in batch]
+        except Exception:
+            if len(batch) == 1:
+                raise
+        results: list[Accepted | Exception] = []
+        for item in batch:
+            try:
+                with self._tx():
+                    results.append(self._accept_one(item))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _accept_one(self, item: Incoming) -> Accepted:
+        now = self.clock()
+        content = content_from(item.parsed, item.mail_from)
+        report = reports.parse_report(item.raw)
+        handled = 0
+        ids: list[str] = []
+        for rcpt in dict.fromkeys(a.lower() for a in item.rcpts):
+            verp = reports.parse_verp(rcpt)
+            if verp is not None:
+                handled += self._apply_report(report, verp, item, now)
+                continue
+            box = self._local_mailbox(rcpt)
+            if box is None:
+                continue
+            sender = content.sender.lower()
+            prior = self.store.count_from_sender(box.id, sender) if sender else 0
+            meta: dict[str, object] = {
+                "signals": {**item.signals, "first_contact": prior == 0, "prior_messages": prior},
+                "defects": list(item.parsed.defects),
+                "envelope": {"mail_from": item.mail_from, "rcpt_to": rcpt, "peer": item.peer},
+            }
+            record = self.deliver_local(box, content, item.raw, now, meta=meta)
+            if record is not None:
+                ids.append(record.id)
+        if report is not None and not handled and report.original_message_id:
+            original = reports.message_id_to_local_id(
+                report.original_message_id, self.is_local_domain
+            )
+            if original is not None:
+                handled += self._apply_report(report, original, item, now)
+        return Accepted(tuple(ids), handled)
+
+    def _apply_report(
+        self, report: reports.Report | None, message_id: str, item: Incoming, now: int
+    ) -> int:
+        """A DSN or ARF report about one of our messages: status, reputation, suppression."""
+        record = self.store.get_message(message_id)
+        if report is None or record is None or not isinstance(record.state, outbound.Outbound):
+            return 0
+        state = record.state
+        if report.kind == "complaint":
+            rcpts = tuple(r.address for r in report.recipients) or state.recipients
+            command: outbound.Command = outbound.RecordComplaint(_parseable(rcpts))
+            outcome = reputation.Outcome.COMPLAINT
+        elif report.kind == "bounce":
+            rcpts = tuple(r.address for r in report.recipients if r.permanent)
+            if not rcpts:
+                return 0
+            reply = next(
+                (f"{r.status} {r.diagnostic}".strip() for r in report.recipients if r.permanent),
+                "",
+            )
+            command = outbound.RecordBounce(_parseable(rcpts), reply)
+            outcome = reputation.Outcome.HARD_BOUNCE
+        else:
+            self._audit(
+                state.account_id, None, "message.report", "message", record.id, now,
+                kind=report.kind, recipients=[r.address for r in report.recipients],
+            )  # fmt: skip
+            return 1
+        if outbound.accepts(state, command):
+            state, events = outbound.apply(state, command, now=now)
+            self._emit(state.account_id, events, now)
+            self.store.update_message(replace(record, state=state))
+        self.store.add_fact(ReputationFact(state.mailbox_id, outcome.value, now))
+        self._suppress(state, outcome, _parseable(rcpts), now)
+        self._audit(
+            state.account_id, None, f"message.{report.kind}", "message", record.id, now,
+            recipients=list(rcpts), reporter=report.reporter,
+        )  # fmt: skip
+        self._enforce(state.mailbox_id, now)
+        return 1
+
+    def _suppress(
+        self,
+        state: outbound.Outbound,
+        outcome: reputation.Outcome,
+        recipients: Sequence[str],
+        now: int,
+    ) -> None:
+        reason = {
+            reputation.Outcome.HARD_BOUNCE: "hard_bounce",
+            reputation.Outcome.COMPLAINT: "complaint",
+        }.get(outcome, outcome.value)
+        for address in workflows.suppressions_for(outcome, recipients):
+            self.store.add_suppression(
+                SuppressionRecord(state.account_id, address, reason, state.mailbox_id, now)
+            )
+
+    def _enforce(self, mailbox_id: str, now: int) -> None:
+        """Reputation enforcement after a bounce or complaint (PRODUCT §8, P13)."""
+        box = self.store.get_mailbox(mailbox_id)
+        if box is None:
+            return
+        after, events = workflows.enforce_reputation(box, self.counters(mailbox_id, now), now=now)
+        if not events:
+            return
+        if after != box:
+            self.store.update_mailbox(after)
+        self._emit(box.account_id, events, now)
+        for event in events:
+            self._audit(
+                box.account_id, None, f"reputation.{type(event).__name__}", "mailbox", box.id,
+                now, event=event,
+            )  # fmt: skip
+        if after.mode is not box.mode:
+            self.notify_operator(
+                box.account_id,
+                subject=f"[MultiMail] {box.address} demoted to {after.mode.value}",
+                text=(
+                    f"Mailbox {box.address} ({box.id}) was moved from {box.mode.value} to "
+                    f"{after.mode.value} because its bounce or complaint rate crossed the "
+                    "enforcement threshold. Its outbound mail now waits for approval unless "
+                    "every recipient is on its allowlist. Only an operator can raise it again."
+                ),
+                purpose="reputation_demotion",
+                related_id=box.id,
+                now=now,
+            )
+
+    # --- outbound deliveries ----------------------------------------------------------
+
+    def recover_in_flight(self) -> int:
+        """At start: attempts a crash interrupted are failed, not retried (Rule 2, P7)."""
+        count = 0
+        for record in self.store.in_flight_outbound():
+            with self._tx():
+                current = self.store.get_message(record.id)
+                if current is None or not isinstance(current.state, outbound.Outbound):
+                    continue
+                if current.state.status is not outbound.Status.SENDING:
+                    continue
+                now = self.clock()
+                state, events = outbound.apply(current.state, outbound.Interrupt(), now=now)
+                self.store.update_message(replace(current, state=state))
+                self._emit(state.account_id, events, now)
+                self._audit(
+                    state.account_id, None, "message.interrupted", "message", state.id, now,
+                    delivered=current.meta.get("delivered", []),
+                )  # fmt: skip
+                count += 1
+        for mail in self.store.mail_in_flight():
+            with self._tx():
+                now = self.clock()
+                # A copy must not arrive twice (P4); a request or notice may, so it is retried.
+                if mail.purpose == "oversight_copy":
+                    after = replace(mail, status="failed", last_reply="interrupted; not resent")
+                else:
+                    after = replace(mail, status="deferred", next_attempt_at=now)
+                self.store.update_mail(after)
+                self._audit(
+                    mail.account_id, None, "mail.interrupted", "mail", mail.id, now,
+                    purpose=mail.purpose, status=after.status,
+                )  # fmt: skip
+        return count
+
+    def claim_deliveries(self, *, limit: int = 50) -> tuple[list[Job], int]:
+        """Claim due messages; deliver local recipients at once, return the rest as jobs,
+        with the number of messages handled."""
+        jobs: list[Job] = []
+        handled = 0
+        now = self.clock()
+        for record in self.store.due_outbound(now, limit):
+            with self._tx():
+                current = self.store.get_message(record.id)
+                if current is None or not _due(current, now):
+                    continue
+                job = self._claim_one(current, now)
+                handled += 1
+            if job is not None:
+                jobs.append(job)
+        return jobs, handled
+
+    def _claim_one(self, record: MessageRecord, now: int) -> Job | None:
+        state = record.state
+        assert isinstance(state, outbound.Outbound)
+        box = self.store.get_mailbox(state.mailbox_id)
+        assert box is not None
+        if state.status is outbound.Status.SCHEDULED:
+            state, events = outbound.apply(state, outbound.Release(), now=now)
+            self._emit(state.account_id, events, now)
+        state, events = workflows.start_delivery(
+            box, state, suppressed=self._suppressed(state.account_id), now=now
+        )
+        self._emit(state.account_id, events, now)
+        if state.status is outbound.Status.CANCELLED:
+            self.store.update_message(replace(record, state=state))
+            return None
+        raw = record.raw if record.raw is not None else self.signed_raw(box, record, state, now)
+        record = replace(record, state=state, raw=raw)
+        done = set(_strings(record.meta.get("delivered")))
+        replies: dict[str, tuple[int, str]] = {}
+        external: list[str] = []
+        for rcpt in state.recipients:
+            if rcpt.lower() in done:
+                continue
+            target = self._local_mailbox(rcpt)
+            if target is not None:
+                self.deliver_local(target, record.content, raw, now, meta=_local_meta(record))
+                replies[rcpt] = (250, "2.0.0 delivered locally")
+            elif self.is_local_domain(parse_address(rcpt).domain):
+                replies[rcpt] = (550, "5.1.1 no such mailbox on this server")
+            else:
+                external.append(rcpt)
+        if external:
+            record = replace(record, meta=_merged(record.meta, replies))
+            self.store.update_message(record)
+            return Job(record.id, reports.verp_address(record.id, box.address.domain),
+                       tuple(external), raw)  # fmt: skip
+        self._settle(record, replies, now, local_only=True)
+        return None
+
+    def finish_delivery(self, job: Job, replies: Mapping[str, tuple[int, str]]) -> None:
+        """Record the transport's answer for a claimed attempt (Rule 2)."""
+        with self._tx():
+            record = self.store.get_message(job.message_id)
+            if record is None or not isinstance(record.state, outbound.Outbound):
+                return
+            if record.state.status is not outbound.Status.SENDING:
+                return
+            now = self.clock()
+            local = {
+                r: (int(v[0]), str(v[1]))
+                for r, v in dict(record.meta.get("attempt", {})).items()  # type: ignore[call-overload]
+            }
+            self._settle(record, {**local, **replies}, now, local_only=False)
+
+    def _settle(
+        self,
+        record: MessageRecord,
+        replies: Mapping[str, tuple[int, str]],
+        now: int,
+        *,
+        local_only: bool,
+    ) -> None:
+        state = record.state
+        assert isinstance(state, outbound.Outbound)
+        delivered = list(_strings(record.meta.get("delivered")))
+        if not replies:  # every recipient was delivered in an earlier attempt
+            replies = dict.fromkeys(state.recipients, (250, "2.0.0 delivered earlier"))
+        verdict = delivery.settle(replies, delivered_before=len(delivered))
+        draw = secrets.randbelow(delivery.JITTER_DRAW_MAX + 1)
+        state, events = outbound.apply(
+            state, outbound.RecordAttempt(verdict.code, verdict.text, draw), now=now
+        )
+        self._emit(state.account_id, events, now)
+        delivered += [r.lower() for r in verdict.accepted]
+        meta = {k: v for k, v in record.meta.items() if k != "attempt"}
+        meta["delivered"] = sorted(set(delivered))
+        meta["replies"] = {**dict(meta.get("replies", {})), **{  # type: ignore[call-overload]
+            r: f"{c} {t}".strip() for r, (c, t) in replies.items()
+        }}  # fmt: skip
+        if verdict.permanent:
+            bounced = _parseable(verdict.permanent)
+            self.store.add_fact(
+                ReputationFact(state.mailbox_id, reputation.Outcome.HARD_BOUNCE.value, now)
+            )
+            self._suppress(state, reputation.Outcome.HARD_BOUNCE, bounced, now)
+        if state.status is outbound.Status.SENT:
+            self.store.add_fact(
+                ReputationFact(state.mailbox_id, reputation.Outcome.SENT.value, now)
+            )
+            if state.monitored:
+                self._oversight_copy(replace(record, state=state), now)
+            if verdict.permanent:
+                reply = "; ".join(
+                    f"{r}: {replies[r][0]} {replies[r][1]}" for r in verdict.permanent
+                )
+                state, events = outbound.apply(
+                    state, outbound.RecordBounce(_parseable(verdict.permanent), reply), now=now
+                )
+                self._emit(state.account_id, events, now)
+            elif local_only:  # stored in the recipients' mailboxes: that is delivery
+                state, events = outbound.apply(state, outbound.ConfirmDelivery(), now=now)
+                self._emit(state.account_id, events, now)
+                self.store.add_fact(
+                    ReputationFact(state.mailbox_id, reputation.Outcome.DELIVERED.value, now)
+                )
+        self.store.update_message(replace(record, state=state, meta=meta))
+        self._audit(
+            state.account_id, None, "message.attempt", "message", state.id, now,
+            status=state.status, replies=meta["replies"],
+        )  # fmt: skip
+        if verdict.permanent:
+            self._enforce(state.mailbox_id, now)
+
+    def signed_raw(
+        self, box: mailbox.Mailbox, record: MessageRecord, state: outbound.Outbound, now: int
+    ) -> bytes:
+        """The message as it leaves: composed, identity claim, DKIM (PRODUCT §6, §7)."""
+        c = record.content
+        raw = mime.compose(
+            sender=c.sender,
+            display_name=box.display_name or None,
+            to=c.to,
+            cc=c.cc,
+            subject=state.subject,
+            body_text=state.body_text,
+            body_html=state.body_html,
+            message_id=c.message_id_header,
+            date=now,
+            in_reply_to=c.in_reply_to,
+            references=c.references,
+            extra_headers=(*c.headers, ("X-AI-Generated", "true")),
+        )
+        return signing.sign_message(
+            raw,
+            mailbox_id=box.id,
+            address=str(box.address),
+            account_id=box.account_id,
+            mode=box.mode,
+            human_approved=state.approved_by is not None,
+            reviewer_key_id=state.approved_by,
+            issued_at=now // 1000,
+            identity_key=self.identity_key(box.id),
+            dkim_keys=self.dkim_keys(box.address.domain),
+        )
+
+    # --- the server's own mail ---------------------------------------------------------
+
+    def system_address(self) -> str:
+        return f"{SYSTEM_LOCAL}@{self.config.domain}"
+
+    def notify_operator(
+        self,
+        account_id: str,
+        *,
+        subject: str,
+        text: str,
+        purpose: str,
+        related_id: str | None,
+        now: int,
+        html: str | None = None,
+    ) -> str | None:
+        """Mail the account's oversight address; caller holds the transaction."""
+        account = self.store.get_account(account_id)
+        if account is None or not account.oversight_email:
+            self._audit(
+                account_id, None, "oversight.notice_skipped", "account", account_id, now,
+                purpose=purpose, reason="the account has no oversight_email",
+            )  # fmt: skip
+            return None
+        message_id = f"<{self.new_id(Kind.EVENT).replace('evt_', 'ntc_')}@{self.config.domain}>"
+        raw = mime.compose(
+            sender=self.system_address(),
+            display_name="MultiMail oversight",
+            to=(account.oversight_email,),
+            cc=(),
+            subject=subject,
+            body_text=text,
+            body_html=html,
+            message_id=message_id,
+            date=now,
+            in_reply_to=None,
+            references=(),
+            extra_headers=(("Auto-Submitted", "auto-generated"), ("X-MultiMail-Purpose", purpose)),
+        )
+        return self._queue_mail(
+            account_id, account.oversight_email, raw, purpose=purpose, related_id=related_id,
+            now=now, sign=True,
+        )  # fmt: skip
+
+    def _queue_mail(
+        self,
+        account_id: str,
+        to: str,
+        raw: bytes,
+        *,
+        purpose: str,
+        related_id: str | None,
+        now: int,
+        sign: bool,
+    ) -> str:
+        """Local oversight address: delivered at once. Otherwise: queued for the transport."""
+        target = self._local_mailbox(to)
+        if sign:
+            keys = self.dkim_keys(self.config.domain)
+            raw = (
+                b"".join(signing.dkim_signature(raw, k, timestamp=now // 1000) for k in keys) + raw
+            )
+        if target is not None:
+            parsed = mime.parse(raw)
+            content = content_from(parsed, self.system_address())
+            if purpose == "oversight_copy":
+                content = replace(
+                    content, headers=(*content.headers, (COPY_HEADER, related_id or ""))
+                )
+            record = self.deliver_local(target, content, raw, now, meta={"purpose": purpose})
+            outcome = "delivered" if record is not None else "refused"
+            self._audit(
+                account_id, None, f"mail.{purpose}", "mail", related_id or "", now, to=to,
+                outcome=outcome,
+            )  # fmt: skip
+            return record.id if record is not None else ""
+        mail = QueuedMail(
+            id=self.new_id(Kind.EVENT).replace("evt_", "mq_"),
+            account_id=account_id,
+            purpose=purpose,
+            mail_from=f"postmaster@{self.config.domain}",
+            recipients=(to,),
+            status="queued",
+            created_at=now,
+            next_attempt_at=now,
+            related_id=related_id,
+            raw=raw,
+        )
+        self.store.insert_mail(mail)
+        self._audit(
+            account_id, None, f"mail.{purpose}", "mail", mail.id, now, to=to, outcome="queued",
+            related_id=related_id,
+        )  # fmt: skip
+        return mail.id
+
+    def claim_mail(self, *, limit: int = 50) -> list[QueuedMail]:
+        now = self.clock()
+        claimed = []
+        for mail in self.store.due_mail(now, limit):
+            with self._tx():
+                current = self.store.get_mail(mail.id)
+                if current is None or current.status not in ("queued", "deferred"):
+                    continue
+                current = replace(current, status="sending", attempts=current.attempts + 1)
+                self.store.update_mail(current)
+            claimed.append(current)
+        return claimed
+
+    def finish_mail(self, mail: QueuedMail, replies: Mapping[str, tuple[int, str]]) -> None:
+        with self._tx():
+            now = self.clock()
+            verdict = delivery.settle(replies)
+            kind = delivery.classify_reply(verdict.code, verdict.text)
+            reply = f"{verdict.code} {verdict.text}"
+            if kind is delivery.ReplyClass.ACCEPTED:
+                after = replace(mail, status="sent", last_reply=reply, next_attempt_at=None)
+            elif kind is delivery.ReplyClass.PERMANENT:
+                after = replace(mail, status="failed", last_reply=reply, next_attempt_at=None)
+            else:
+                wait = delivery.delivery_retry_delay(mail.attempts)
+                if wait is None:
+                    after = replace(mail, status="failed", last_reply=reply, next_attempt_at=None)
+                else:
+                    at = delivery.next_attempt_at(
+                        now, delivery.with_jitter(wait, secrets.randbelow(1001))
+                    )
+                    after = replace(mail, status="deferred", last_reply=reply, next_attempt_at=at)
+            self.store.update_mail(after)
+            self._audit(
+                mail.account_id, None, "mail.attempt", "mail", mail.id, now,
+                purpose=mail.purpose, status=after.status, reply=reply,
+            )  # fmt: skip
+
+    # --- approval by email ---------------------------------------------------------------
+
+    def approval_token(self, approval_id: str, expires_at: int) -> str:
+        body = _b64(json.dumps({"a": approval_id, "e": expires_at}, separators=(",", ":")).encode())
+        mac = hmac.new(self.link_secret(), body.encode(), hashlib.sha256).digest()
+        return f"{body}.{_b64(mac)}"
+
+    def _token_claims(self, token: str) -> tuple[str, int]:
+        body, _, mac = token.partition(".")
+        try:
+            expected = hmac.new(self.link_secret(), body.encode(), hashlib.sha256).digest()
+            if not hmac.compare_digest(_unb64(mac), expected):
+                raise NotFound("this approval link is not valid")
+            claims = json.loads(_unb64(body))
+            return str(claims["a"]), int(claims["e"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NotFound("this approval link is not valid") from exc
+
+    def review_link(self, token: str) -> LinkReview:
+        """Public (the token is the credential): what the link lets its holder decide."""
+        approval_id, expires_at = self._token_claims(token)
+        apr = self.store.get_approval(approval_id)
+        if apr is None:
+            raise NotFound("this approval link is not valid")
+        record = self.store.get_message(apr.message_id)
+        assert record is not None
+        return LinkReview(apr, record, token, expires_at)
+
+    def decide_by_link(
+        self, token: str, action: str, reason: str = ""
+    ) -> tuple[approvals.Approval, MessageRecord]:
+        review = self.review_link(token)
+        if review.approval.status is not approvals.Status.PENDING:
+            raise AlreadyDecided(f"this message was already {review.approval.status.value}")
+        if self.clock() > review.expires_at:
+            raise LinkExpired("this approval link has expired; decide in the API or CLI")
+        reviewer = Key(
+            id=f"link:{review.approval.id}",
+            account_id=review.approval.account_id,
+            scopes=frozenset({Scope.OVERSIGHT}),
+        )
+        return self.decide(reviewer, pending_id=review.approval.id, action=action, reason=reason)
+
+    def request_approval_by_mail(
+        self, approval: approvals.Approval, record: MessageRecord, now: int
+    ) -> None:
+        """Mail the operator the full draft and approve/reject links (PRODUCT §4)."""
+        expires = now + LINK_TTL_MS
+        token = self.approval_token(approval.id, expires)
+        link = f"{self.config.public_url}/v1/approve/{token}"
+        c = record.content
+        direction = "inbound" if record.direction == "inbound" else "outbound"
+        lines = [
+            f"A {direction} message is waiting for your decision.",
+            "",
+            f"Mailbox:  {approval.mailbox_id}",
+            f"From:     {c.sender}",
+            f"To:       {', '.join(c.to)}",
+        ]
+        if c.cc:
+            lines.append(f"Cc:       {', '.join(c.cc)}")
+        lines += [
+            f"Subject:  {c.subject}",
+            f"Pending:  {approval.id}",
+            "",
+            "Review it:  " + link,
+            "Approve:    " + link + "?action=approve",
+            "Reject:     " + link + "?action=reject",
+            "",
+            "The links open a review page; nothing is decided until you press a button there.",
+            "They work once and expire in 7 days.",
+            "",
+            "---- the full message " + "-" * 40,
+            "",
+            c.body_text,
+        ]
+        self.notify_operator(
+            approval.account_id,
+            subject=f"[MultiMail] Approval needed: {c.subject}"[:200],
+            text="\n".join(lines),
+            purpose="approval_request",
+            related_id=approval.id,
+            now=now,
+        )
+
+    def _oversight_copy(self, record: MessageRecord, now: int) -> None:
+        """P4: exactly one hidden copy of a monitored mailbox's message to the operator."""
+        account = self.store.get_account(record.state.account_id)
+        if account is None or not account.oversight_email:
+            self._audit(
+                record.state.account_id, None, "oversight.copy_skipped", "message", record.id,
+                now, reason="the account has no oversight_email",
+            )  # fmt: skip
+            return
+        raw = record.raw or b""
+        self._queue_mail(
+            record.state.account_id, account.oversight_email, raw, purpose="oversight_copy",
+            related_id=record.id, now=now, sign=False,
+        )  # fmt: skip
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def content_from(parsed: mime.Parsed, envelope_sender: str) -> Content:
+    sender = parsed.sender or envelope_sender
+    return Content(
+        sender=sender,
+        to=tuple(parsed.to),
+        cc=tuple(parsed.cc),
+        bcc=(),
+        subject=parsed.subject,
+        body_text=parsed.body_text,
+        body_html=parsed.body_html,
+        headers=tuple(parsed.headers),
+        message_id_header=parsed.message_id or "",
+        in_reply_to=parsed.in_reply_to,
+        references=tuple(parsed.references),
+        attachments=tuple(
+            Attachment(a.attachment_id, a.filename, a.content_type, a.size, a.sha256)
+            for a in parsed.attachments
+        ),
+    )
+
+
+def hops_of(headers: Sequence[tuple[str, str]]) -> int:
+    for name, value in headers:
+        if name.lower() == HOPS_HEADER.lower():
+            try:
+                return max(0, int(value.strip()))
+            except ValueError:
+                return 0
+    return 0
+
+
+def _local_meta(record: MessageRecord) -> dict[str, object]:
+    return {
+        "signals": {"local": True, "from_mailbox_id": record.state.mailbox_id},
+        "envelope": {"mail_from": record.content.sender, "peer": "local"},
+    }
+
+
+def _merged(
+    meta: Mapping[str, object], replies: Mapping[str, tuple[int, str]]
+) -> dict[str, object]:
+    out = dict(meta)
+    out["attempt"] = {r: [c, t] for r, (c, t) in replies.items()}
+    return out
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, (list, tuple)) else ()
+
+
+def _parseable(addresses: Sequence[str]) -> tuple[str, ...]:
+    out = []
+    for a in addresses:
+        try:
+            out.append(str(parse_address(a)))
+        except MultimailError:
+            continue
+    return tuple(out)
+
+
+def _due(record: MessageRecord, now: int) -> bool:
+    state = record.state
+    return isinstance(state, outbound.Outbound) and (
+        outbound.is_due(state, now=now) or outbound.is_release_due(state, now=now)
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def display(name: str, address: str) -> str:
+    return formataddr((name, address))
+
+
+__all__ = ["Accepted", "Incoming", "Job", "LinkExpired", "LinkReview", "MailFlow", "content_from"]
+
+del inbound, base

@@ -1,0 +1,253 @@
+"""Inbound SMTP (PRODUCT.md §6): aiosmtpd on the server's event loop.
+
+Rule 1: ``RCPT`` is answered from the store: active mailboxes of this server (plus-addressing
+        folds ``name+tag@`` to ``name@``) and our VERP bounce addresses get 250; anything
+        else 550 — unauthenticated clients cannot relay.
+Rule 2: a ``250`` to DATA is sent only after the message is committed. Arrivals are committed
+        by one thread in batches (group commit): each session waits for the commit that
+        holds its own message, so concurrent sessions share one fsync.
+Rule 3: strict line endings: DATA holding a bare LF or a bare CR is refused (SMTP smuggling,
+        header injection through bare newlines); over-size DATA gets 552 (aiosmtpd).
+Rule 4: any bytes become a stored message (with parse defects recorded) or a clean SMTP
+        error; an exception in our code is a 451 (try again), never a dropped connection.
+Rule 5: parsing and sender checks (DNS) run in worker threads, never on the event loop and
+        never inside a store transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from multimail import mime
+from multimail.mailflow import HOPS_HEADER, Accepted, Incoming
+from multimail.service import Service
+from multimail_core import delivery
+
+log = logging.getLogger("multimail.smtp")
+
+MAX_SIZE = 25 * 1024 * 1024
+MAX_BATCH = 128
+
+Authenticator = Callable[[bytes, str | None, str | None, str], dict[str, object]]
+
+
+def no_signals(raw: bytes, peer: str | None, helo: str | None, mail_from: str) -> dict[str, object]:
+    return {"dkim": "skipped", "spf": "skipped", "dmarc": "skipped"}
+
+
+@dataclass
+class _Pending:
+    item: Incoming
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Accepted]
+
+
+class Committer:
+    """One thread that commits arrivals in batches (Rule 2)."""
+
+    def __init__(self, service: Service, *, max_batch: int = MAX_BATCH) -> None:
+        self.service = service
+        self.max_batch = max_batch
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="smtp-commit", daemon=True)
+        self._thread.start()
+
+    async def commit(self, item: Incoming) -> Accepted:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Accepted] = loop.create_future()
+        self._queue.put(_Pending(item, loop, future))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            try:
+                results: list[Accepted | Exception] = self.service.accept_smtp(
+                    [p.item for p in batch]
+                )
+            except Exception as exc:  # the whole batch failed even one by one
+                results = [exc] * len(batch)
+            for pending, result in zip(batch, results, strict=True):
+                pending.loop.call_soon_threadsafe(_settle, pending.future, result)
+            if stop:
+                return
+
+
+def _settle(future: asyncio.Future[Accepted], result: Accepted | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(result, Exception):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class Handler:
+    """aiosmtpd handler hooks: RCPT, DATA (Rules 1–5)."""
+
+    def __init__(
+        self,
+        service: Service,
+        committer: Committer,
+        *,
+        authenticate: Authenticator = no_signals,
+        limits: mime.Limits | None = None,
+    ) -> None:
+        self.service = service
+        self.committer = committer
+        self.authenticate = authenticate
+        self.limits = limits or mime.Limits()
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        try:
+            code, text = await asyncio.to_thread(self.service.smtp_rcpt, address)
+        except Exception:
+            log.exception("RCPT lookup failed")
+            return "451 4.3.0 temporary failure; try again later"
+        if code == 250:
+            envelope.rcpt_tos.append(address)
+        return f"{code} {text}"
+
+    async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            return await self._data(session, envelope)
+        except mime.Refused as exc:
+            return f"{exc.code} {exc.text}"
+        except Exception:
+            log.exception("DATA failed")
+            return "451 4.3.0 temporary failure storing the message; try again later"
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+
+    async def _data(self, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        if mime.has_bare_line_endings(raw):
+            return "550 5.6.0 bare LF or CR in message data; lines must end with CRLF"
+        peer = session.peer[0] if isinstance(session.peer, tuple) else None
+        helo = session.host_name
+        mail_from = envelope.mail_from or ""
+        item = await asyncio.to_thread(
+            self._prepare, raw, mail_from, tuple(envelope.rcpt_tos), peer, helo
+        )
+        if isinstance(item, str):
+            return item
+        accepted = await self.committer.commit(item)
+        ids = " ".join(accepted.message_ids) or "report"
+        return f"250 2.0.0 OK stored as {ids}"
+
+    def _prepare(
+        self, raw: bytes, mail_from: str, rcpts: tuple[str, ...], peer: str | None, helo: str | None
+    ) -> Incoming | str:
+        parsed = mime.parse(raw, self.limits)
+        received = sum(1 for name, _ in parsed.headers if name.lower() == "received")
+        hops = 0
+        for name, value in parsed.headers:
+            if name.lower() == HOPS_HEADER.lower() and value.strip().isdigit():
+                hops = int(value.strip())
+        if delivery.loop_suspected(hops, received):
+            return "554 5.4.6 routing loop detected: too many hops"
+        try:
+            signals = self.authenticate(raw, peer, helo, mail_from)
+        except Exception:
+            log.exception("sender checks failed")
+            signals = {"dkim": "temperror", "spf": "temperror", "dmarc": "temperror"}
+        return Incoming(raw, mail_from, rcpts, parsed, signals, peer, helo)
+
+
+class InboundServer:
+    """The listening SMTP server on the running event loop."""
+
+    def __init__(
+        self,
+        service: Service,
+        host: str,
+        port: int,
+        *,
+        hostname: str,
+        authenticate: Authenticator = no_signals,
+        max_size: int = MAX_SIZE,
+    ) -> None:
+        self.service = service
+        self.host = host
+        self.port = port
+        self.hostname = hostname
+        self.max_size = max_size
+        self.committer = Committer(service)
+        self.handler = Handler(
+            service, self.committer, authenticate=authenticate, limits=mime.Limits()
+        )
+        self._server: asyncio.base_events.Server | None = None
+
+    def _factory(self) -> SMTP:
+        return SMTP(
+            self.handler,
+            data_size_limit=self.max_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=self.hostname,
+            ident="MultiMail ESMTP",
+            timeout=120,
+        )
+
+    async def start(self, sock: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(self._factory, sock=sock)
+        else:
+            self._server = await loop.create_server(self._factory, self.host, self.port)
+        sockets = self._server.sockets or ()
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+
+    async def stop(self, *, grace: float = 30.0) -> None:
+        """Stop accepting; let in-flight DATA transactions commit and answer (SIGTERM)."""
+        if self._server is not None:
+            self._server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.handler.idle.wait(), timeout=grace)
+        await asyncio.to_thread(self.committer.close)
+
+
+__all__ = ["Committer", "Handler", "InboundServer", "no_signals"]

@@ -1,0 +1,187 @@
+"""Outbound transport (PRODUCT.md §6): hand a signed message to the next hop with aiosmtplib.
+
+Rule 1: with a relay (``smtp://HOST:PORT``, optional ``user:pass@``, ``smtps://`` for implicit
+        TLS, ``?starttls=1`` to require STARTTLS), every message goes there; without one,
+        recipients are grouped by domain and sent to the domain's MX hosts (dnspython) in
+        preference order, falling back to the domain itself (RFC 5321 §5.1).
+Rule 2: the answer is one (code, text) per recipient. Connection failures, timeouts and
+        protocol errors are transient (4xx) for every recipient of that attempt; a refused
+        RCPT keeps its own reply. Nothing here decides retry or bounce: the core does.
+Rule 3: the transport never raises; it reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+log = logging.getLogger("multimail.transport")
+
+Replies = dict[str, tuple[int, str]]
+TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Relay:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    implicit_tls: bool = False
+    starttls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> Relay:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(f"--relay wants smtp://HOST:PORT or smtps://HOST:PORT, got {url!r}")
+        query = parse_qs(parts.query)
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if parts.scheme == "smtps" else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            implicit_tls=parts.scheme == "smtps",
+            starttls=query.get("starttls", ["0"])[0] in ("1", "true", "yes"),
+        )
+
+
+class Transport:
+    """Send to the relay, or direct to MX when there is none."""
+
+    def __init__(
+        self,
+        relay: Relay | None,
+        *,
+        helo: str,
+        timeout: float = TIMEOUT,
+        mx_port: int = 25,
+    ) -> None:
+        self.relay = relay
+        self.helo = helo
+        self.timeout = timeout
+        self.mx_port = mx_port
+
+    async def send(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> Replies:
+        try:
+            if self.relay is not None:
+                return await self._via(
+                    [(self.relay.host, self.relay.port)], mail_from, recipients, raw, self.relay
+                )
+            replies: Replies = {}
+            by_domain: dict[str, list[str]] = {}
+            for rcpt in recipients:
+                by_domain.setdefault(rcpt.rpartition("@")[2].lower(), []).append(rcpt)
+            for domain, rcpts in by_domain.items():
+                hosts = await mx_hosts(domain)
+                if not hosts:
+                    no_mx = (550, "5.1.2 the recipient domain has no mail server")
+                    replies.update(dict.fromkeys(rcpts, no_mx))
+                    continue
+                replies.update(
+                    await self._via([(h, self.mx_port) for h in hosts], mail_from, rcpts, raw)
+                )
+            return replies
+        except Exception as exc:  # Rule 3
+            log.exception("transport failure")
+            return {r: (451, f"4.3.0 transport error: {type(exc).__name__}") for r in recipients}
+
+    async def _via(
+        self,
+        hosts: Sequence[tuple[str, int]],
+        mail_from: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        relay: Relay | None = None,
+    ) -> Replies:
+        last: Replies = {}
+        for host, port in hosts:
+            replies = await self._one(host, port, mail_from, recipients, raw, relay)
+            # Try the next MX only when this one could not be reached or answered 4xx.
+            if not all(code // 100 == 4 for code, _ in replies.values()):
+                return replies
+            last = replies
+        return last
+
+    async def _one(
+        self,
+        host: str,
+        port: int,
+        mail_from: str,
+        recipients: Sequence[str],
+        raw: bytes,
+        relay: Relay | None,
+    ) -> Replies:
+        client = aiosmtplib.SMTP(
+            hostname=host,
+            port=port,
+            local_hostname=self.helo,
+            timeout=self.timeout,
+            use_tls=bool(relay and relay.implicit_tls),
+            start_tls=True if relay and relay.starttls else None,
+        )
+        try:
+            await client.connect()
+            if relay is not None and relay.username:
+                await client.login(relay.username, relay.password or "")
+            refused, _ = await client.sendmail(mail_from, list(recipients), raw)
+            replies: Replies = dict.fromkeys(recipients, (250, "2.0.0 accepted"))
+            for rcpt, response in refused.items():
+                replies[rcpt] = (response.code, response.message)
+            return replies
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            return {e.recipient: (e.code, e.message) for e in exc.recipients}
+        except aiosmtplib.SMTPResponseException as exc:
+            return dict.fromkeys(recipients, (exc.code, exc.message))
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            text = f"4.4.1 could not deliver to {host}:{port}: {type(exc).__name__}: {exc}"
+            return dict.fromkeys(recipients, (451, text[:300]))
+        finally:
+            if client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    client.close()
+
+
+async def mx_hosts(domain: str) -> list[str]:
+    """MX hosts of ``domain`` by preference; the domain itself when it has none (RFC 5321
+    §5.1); [] for a null MX (RFC 7505) or a domain that does not exist."""
+    import dns.asyncresolver
+    import dns.exception
+    import dns.resolver
+
+    try:
+        answer = await dns.asyncresolver.resolve(domain, "MX", lifetime=10.0)
+    except dns.resolver.NXDOMAIN:
+        return []
+    except dns.resolver.NoAnswer:
+        return [domain]
+    except (dns.exception.DNSException, OSError):
+        raise ConnectionError(f"MX lookup for {domain} failed") from None
+    records = sorted(answer, key=lambda r: r.preference)  # type: ignore[attr-defined]
+    hosts = [str(r.exchange).rstrip(".") for r in records]  # type: ignore[attr-defined]
+    if hosts == [""]:
+        return []
+    return hosts
+
+
+async def send_all(
+    transport: Transport, jobs: Sequence[tuple[str, Sequence[str], bytes]], *, concurrency: int
+) -> list[Replies]:
+    """Send several messages at once, at most ``concurrency`` connections."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(job: tuple[str, Sequence[str], bytes]) -> Replies:
+        async with gate:
+            return await transport.send(*job)
+
+    return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+
+__all__ = ["Relay", "Replies", "Transport", "mx_hosts", "send_all"]
