@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from email.utils import formataddr
@@ -47,6 +48,8 @@ else:
 HOPS_HEADER = "X-MultiMail-Hops"
 COPY_HEADER = "X-MultiMail-Oversight-Copy"
 LINK_TTL_MS = 7 * 86_400_000
+RCPT_CACHE_TTL = 2.0  # seconds; another process's mailbox change is seen within this
+RCPT_CACHE_SIZE = 10_000
 DKIM_SELECTORS = (("mm1", "rsa-sha256"), ("mm1ed", "ed25519-sha256"))
 SYSTEM_LOCAL = "multimail"
 
@@ -62,6 +65,8 @@ class Incoming:
     signals: dict[str, object]
     peer: str | None = None
     helo: str | None = None
+    #: rcpt → the mailbox RCPT resolved it to (re-checked at commit); saves a lookup
+    boxes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class LinkReview:
 
 
 class MailFlow(_Base):
+    _rcpt_cache: dict[str, tuple[float, tuple[int, str, str | None]]]
+
     # --- keys -------------------------------------------------------------------------
 
     def dkim_keys(self, domain: str) -> list[signing.DkimKey]:
@@ -177,20 +184,42 @@ class MailFlow(_Base):
 
     # --- SMTP arrivals ----------------------------------------------------------------
 
-    def smtp_rcpt(self, address: str) -> tuple[int, str]:
-        """The reply to ``RCPT TO:<address>`` (PRODUCT §6)."""
+    def smtp_rcpt_cached(self, address: str) -> tuple[int, str, str | None] | None:
+        """``smtp_rcpt`` from a short-lived cache, or None; never waits for the store.
+
+        RCPT must not queue behind the commit of other sessions' mail; the answer is
+        checked again inside the commit (a mailbox decommissioned meanwhile gets nothing).
+        """
+        hit = self._rcpt_cache.get(address.lower())
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def forget_rcpts(self) -> None:
+        """Called whenever a mailbox is created, changed or decommissioned."""
+        self._rcpt_cache.clear()
+
+    def smtp_rcpt(self, address: str) -> tuple[int, str, str | None]:
+        answer = self._smtp_rcpt(address)
+        if len(self._rcpt_cache) > RCPT_CACHE_SIZE:
+            self._rcpt_cache.clear()
+        self._rcpt_cache[address.lower()] = (time.monotonic() + RCPT_CACHE_TTL, answer)
+        return answer
+
+    def _smtp_rcpt(self, address: str) -> tuple[int, str, str | None]:
+        """The reply to ``RCPT TO:<address>`` (PRODUCT §6), and the mailbox it names."""
         try:
             parsed = parse_address(address)
         except (InvalidAddress, InvalidValue):
-            return 501, "5.1.3 bad recipient address syntax"
+            return 501, "5.1.3 bad recipient address syntax", None
         if not self.is_local_domain(parsed.domain):
-            return 550, "5.7.1 relaying denied: this server only accepts mail for its mailboxes"
+            return 550, "5.7.1 relaying denied: only mail for this server's mailboxes", None
         if reports.parse_verp(str(parsed)) is not None:
-            return 250, "2.1.5 OK"
+            return 250, "2.1.5 OK", None
         box = self._local_mailbox(str(parsed))
         if box is None or not mailbox.can_receive(box):
-            return 550, "5.1.1 no such mailbox here"
-        return 250, "2.1.5 OK"
+            return 550, "5.1.1 no such mailbox here", None
+        return 250, "2.1.5 OK", box.id
 
     def accept_smtp(self, batch: Sequence[Incoming]) -> list[Accepted | Exception]:
         """Commit a batch of arrivals in one transaction (Rule 4)."""
@@ -212,15 +241,17 @@ class MailFlow(_Base):
     def _accept_one(self, item: Incoming) -> Accepted:
         now = self.clock()
         content = content_from(item.parsed, item.mail_from)
-        report = reports.parse_report(item.raw)
+        verp = [r for r in item.rcpts if reports.parse_verp(r) is not None]
+        report = reports.parse_report(item.raw) if verp or _may_be_report(item.parsed) else None
         handled = 0
         ids: list[str] = []
-        for rcpt in dict.fromkeys(a.lower() for a in item.rcpts):
+        for rcpt in dict.fromkeys(item.rcpts):
             verp = reports.parse_verp(rcpt)
             if verp is not None:
                 handled += self._apply_report(report, verp, item, now)
                 continue
-            box = self._local_mailbox(rcpt)
+            known = item.boxes.get(rcpt)
+            box = self.store.get_mailbox(known) if known else self._local_mailbox(rcpt)
             if box is None:
                 continue
             sender = content.sender.lower()
@@ -239,6 +270,8 @@ class MailFlow(_Base):
             )
             if original is not None:
                 handled += self._apply_report(report, original, item, now)
+        if not ids and not verp:
+            raise NoRecipient("no recipient of this message can receive mail any more")
         return Accepted(tuple(ids), handled)
 
     def _apply_report(
@@ -761,6 +794,12 @@ class MailFlow(_Base):
         )  # fmt: skip
 
 
+class NoRecipient(MultimailError):
+    """Every RCPT-accepted mailbox stopped receiving before the commit (a race)."""
+
+    code = "no_recipient"
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -783,6 +822,24 @@ def content_from(parsed: mime.Parsed, envelope_sender: str) -> Content:
             for a in parsed.attachments
         ),
     )
+
+
+_REPORT_SENDERS = ("mailer-daemon@", "postmaster@")
+_REPORT_TYPES = ("multipart/report", "message/delivery-status", "message/feedback-report")
+
+
+def _may_be_report(parsed: mime.Parsed) -> bool:
+    """Cheap pre-check before the full DSN/ARF parse (most arrivals are plain mail)."""
+    sender = parsed.sender.lower()
+    if sender.startswith(_REPORT_SENDERS) or not sender:
+        return True
+    for name, value in parsed.headers:
+        lowered = name.lower()
+        if lowered == "x-failed-recipients":
+            return True
+        if lowered == "content-type" and any(t in value.lower() for t in _REPORT_TYPES):
+            return True
+    return False
 
 
 def hops_of(headers: Sequence[tuple[str, str]]) -> int:
@@ -843,6 +900,15 @@ def display(name: str, address: str) -> str:
     return formataddr((name, address))
 
 
-__all__ = ["Accepted", "Incoming", "Job", "LinkExpired", "LinkReview", "MailFlow", "content_from"]
+__all__ = [
+    "Accepted",
+    "Incoming",
+    "Job",
+    "LinkExpired",
+    "LinkReview",
+    "MailFlow",
+    "NoRecipient",
+    "content_from",
+]
 
 del inbound, base

@@ -17,9 +17,10 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from ulid import ULID
@@ -260,6 +261,17 @@ class Runtime:
         self.uvicorn.should_exit = True
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (the SMTP path spends much of its time in the
+    event loop; uvloop's is about twice as fast), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def serve_main(argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -306,7 +318,7 @@ def serve_main(argv: Sequence[str]) -> int:
         flush=True,
     )
     try:
-        asyncio.run(runtime.serve(handle_signals=True))
+        _run(runtime.serve(handle_signals=True))
     finally:
         service.store.close()
     return 0

@@ -22,13 +22,13 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from multimail import mime
-from multimail.mailflow import HOPS_HEADER, Accepted, Incoming
+from multimail.mailflow import HOPS_HEADER, Accepted, Incoming, NoRecipient
 from multimail.service import Service
 from multimail_core import delivery
 
@@ -136,12 +136,17 @@ class Handler:
         rcpt_options: list[str],
     ) -> str:
         try:
-            code, text = await asyncio.to_thread(self.service.smtp_rcpt, address)
+            answer = self.service.smtp_rcpt_cached(address)
+            if answer is None:
+                answer = await asyncio.to_thread(self.service.smtp_rcpt, address)
+            code, text, box_id = answer
         except Exception:
             log.exception("RCPT lookup failed")
             return "451 4.3.0 temporary failure; try again later"
         if code == 250:
             envelope.rcpt_tos.append(address)
+            if box_id is not None:
+                _boxes(envelope)[address] = box_id
         return f"{code} {text}"
 
     async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
@@ -153,6 +158,8 @@ class Handler:
             return await self._data(session, envelope)
         except mime.Refused as exc:
             return f"{exc.code} {exc.text}"
+        except NoRecipient:
+            return "550 5.1.1 the recipient mailbox no longer accepts mail"
         except Exception:
             log.exception("DATA failed")
             return "451 4.3.0 temporary failure storing the message; try again later"
@@ -173,6 +180,7 @@ class Handler:
         )
         if isinstance(item, str):
             return item
+        item = replace(item, boxes=dict(_boxes(envelope)))
         accepted = await self.committer.commit(item)
         ids = " ".join(accepted.message_ids) or "report"
         return f"250 2.0.0 OK stored as {ids}"
@@ -194,6 +202,16 @@ class Handler:
             log.exception("sender checks failed")
             signals = {"dkim": "temperror", "spf": "temperror", "dmarc": "temperror"}
         return Incoming(raw, mail_from, rcpts, parsed, signals, peer, helo)
+
+
+def _boxes(envelope: Envelope) -> dict[str, str]:
+    """Our per-transaction note of rcpt → mailbox id (aiosmtpd resets the envelope per
+    transaction, so it cannot leak into the next one)."""
+    found = getattr(envelope, "mm_boxes", None)
+    if found is None:
+        found = {}
+        envelope.mm_boxes = found  # type: ignore[attr-defined]
+    return found
 
 
 class InboundServer:

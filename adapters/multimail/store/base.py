@@ -40,6 +40,8 @@ from multimail_core.approval import Approval
 from multimail_core.mailbox import Holder, Mailbox
 
 INBOX_FILTERS = ("all", "unread", "requires_action")
+#: count_from_sender counts up to this many (a signal, not a statistic: bounded work)
+PRIOR_CAP = 1000
 DIRECTIONS = ("inbound", "outbound")
 
 
@@ -135,7 +137,8 @@ class Store(Protocol):
         ...
 
     def count_from_sender(self, mailbox_id: str, sender: str) -> int:
-        """Inbound messages this mailbox holds from ``sender`` (normalized address)."""
+        """Inbound messages this mailbox holds from ``sender`` (normalized address), counted
+        up to PRIOR_CAP."""
         ...
 
     # approvals

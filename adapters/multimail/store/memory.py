@@ -37,6 +37,7 @@ from multimail.store import codec
 from multimail.store.base import (
     DIRECTIONS,
     INBOX_FILTERS,
+    PRIOR_CAP,
     DanglingReference,
     DuplicateRecord,
     MissingRecord,
@@ -381,13 +382,14 @@ class MemoryStore:
 
     def count_from_sender(self, mailbox_id: str, sender: str) -> int:
         with self._lock:
-            return sum(
+            found = sum(
                 1
                 for m in self._t.messages.values()
                 if m.direction == "inbound"
                 and m.state.mailbox_id == mailbox_id
-                and m.content.sender == sender
+                and m.content.sender.lower() == sender.lower()
             )
+        return min(found, PRIOR_CAP)
 
     # --- approvals ----------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from multimail.records import (
 )
 from multimail.store import codec
 from multimail.store.base import (
+    PRIOR_CAP,
     DanglingReference,
     DuplicateRecord,
     MissingRecord,
@@ -753,9 +754,9 @@ class SqliteStore:
 
     def count_from_sender(self, mailbox_id: str, sender: str) -> int:
         rows = self._rows(
-            "SELECT count(*) FROM messages WHERE mailbox_id = ? AND sender = ? "
-            "AND direction = 'inbound'",
-            [mailbox_id, sender.lower()],
+            "SELECT count(*) FROM (SELECT 1 FROM messages WHERE mailbox_id = ? AND sender = ? "
+            "AND direction = 'inbound' LIMIT ?)",
+            [mailbox_id, sender.lower(), PRIOR_CAP],
         )
         return int(rows[0][0])
 
