@@ -96,12 +96,17 @@ class LinkReview:
 
 class MailFlow(_Base):
     _rcpt_cache: dict[str, tuple[float, tuple[int, str, str | None]]]
+    #: loaded signing keys by kv name (they change only by revocation, done here)
+    _key_cache: dict[str, Any]
 
     # --- keys -------------------------------------------------------------------------
 
     def dkim_keys(self, domain: str) -> list[signing.DkimKey]:
         """The domain's DKIM keys, generated and stored on first use."""
         name = f"dkim:{domain.lower()}"
+        cached = self._key_cache.get(name)
+        if cached is not None:
+            return list(cached)
         with self._tx():
             doc = self.store.kv_get(name)
             if doc is None:
@@ -111,19 +116,26 @@ class MailFlow(_Base):
                     for sel, alg in DKIM_SELECTORS
                 ]
                 self.store.kv_put(name, {"keys": [signing.to_doc(k) for k in keys]})
-                return keys
-        return [signing.dkim_key_from_doc(d) for d in doc["keys"]]  # type: ignore[attr-defined]
+            else:
+                keys = [signing.dkim_key_from_doc(d) for d in doc["keys"]]  # type: ignore[attr-defined]
+        self._key_cache[name] = tuple(keys)
+        return keys
 
     def identity_key(self, mailbox_id: str) -> signing.IdentityKey:
         """The mailbox's own Ed25519 identity key, generated and stored on first use."""
         name = f"identity:{mailbox_id}"
+        cached = self._key_cache.get(name)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         with self._tx():
             doc = self.store.kv_get(name)
             if doc is None:
                 key = signing.generate_identity_key(mailbox_id, self.clock())
                 self.store.kv_put(name, signing.to_doc(key))
-                return key
-        return signing.identity_key_from_doc(doc)
+            else:
+                key = signing.identity_key_from_doc(doc)
+        self._key_cache[name] = key
+        return key
 
     def revoke_identity_key(self, mailbox_id: str, now: int) -> None:
         """Called when a mailbox is decommissioned; the key stays published, marked."""
@@ -131,6 +143,7 @@ class MailFlow(_Base):
         if key.revoked_at is None:
             revoked = replace(key, revoked_at=now)
             self.store.kv_put(f"identity:{mailbox_id}", signing.to_doc(revoked))
+            self._key_cache.pop(f"identity:{mailbox_id}", None)  # the tx may yet roll back
 
     def published_keys(self, mailbox_id: str) -> list[dict[str, object]] | None:
         """Public: the mailbox's identity keys as JWKs; None for a mailbox never created."""

@@ -138,6 +138,7 @@ class Service(MailFlow):
         #: {rcpt: (code, text)}. The server's asynchronous worker brings its own.
         self.transport: SyncTransport | None = None
         self._rcpt_cache = {}
+        self._key_cache = {}
 
     # --- plumbing ---------------------------------------------------------------------
 

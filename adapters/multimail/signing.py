@@ -407,6 +407,14 @@ def _joined(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
     return b"; ".join(b"=".join(field) for field in fields)
 
 
+@functools.lru_cache(maxsize=8)
+def _body_hash(body: bytes) -> bytes:
+    """``bh=`` for the relaxed body; cached so that a message's RSA and Ed25519 signatures
+    canonicalize its body once."""
+    policy = CanonicalizationPolicy.from_c_value(CANONICALIZATION)
+    return base64.b64encode(hashlib.sha256(policy.canonicalize_body(body)).digest())
+
+
 def dkim_signature(message: bytes, key: DkimKey, *, timestamp: int) -> bytes:
     """The ``DKIM-Signature: ...`` field, CRLF-terminated, that ``dkim.sign`` would produce for
     ``message`` with relaxed/relaxed, Rule 2's header list and ``t=timestamp`` (Rule 3)."""
@@ -427,7 +435,7 @@ def dkim_signature(message: bytes, key: DkimKey, *, timestamp: int) -> bytes:
         (b"s", key.selector.encode("ascii")),
         (b"t", str(timestamp).encode("ascii")),
         (b"h", b" : ".join(include)),
-        (b"bh", base64.b64encode(hashlib.sha256(policy.canonicalize_body(body)).digest())),
+        (b"bh", _body_hash(body)),
         (b"b", b"0" * 60),  # placeholder, as dkimpy does, so b= folds onto its own line
     ]
     unsigned = dkim.fold(_joined(fields), namelen=len(DKIM_HEADER), linesep=CRLF)

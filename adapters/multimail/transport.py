@@ -8,6 +8,10 @@ Rule 2: the answer is one (code, text) per recipient. Connection failures, timeo
         protocol errors are transient (4xx) for every recipient of that attempt; a refused
         RCPT keeps its own reply. Nothing here decides retry or bounce: the core does.
 Rule 3: the transport never raises; it reports.
+Rule 4: connections to the relay are kept open and reused (up to ``pool_size`` idle ones,
+        each for at most ``IDLE_SECONDS``); a reused connection is checked with NOOP before
+        a transaction starts, so a stale one costs a reconnect, never a lost or doubled
+        message.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ log = logging.getLogger("multimail.transport")
 
 Replies = dict[str, tuple[int, str]]
 TIMEOUT = 60.0
+IDLE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,40 @@ class Transport:
         helo: str,
         timeout: float = TIMEOUT,
         mx_port: int = 25,
+        pool_size: int = 20,
     ) -> None:
         self.relay = relay
         self.helo = helo
         self.timeout = timeout
         self.mx_port = mx_port
+        self.pool_size = pool_size
+        self._idle: list[tuple[float, aiosmtplib.SMTP]] = []
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for _, client in idle:
+            await _quit(client)
+
+    async def _pooled(self) -> aiosmtplib.SMTP | None:
+        """An idle relay connection that still answers, or None."""
+        loop = asyncio.get_running_loop()
+        while self._idle:
+            since, client = self._idle.pop()
+            if loop.time() - since < IDLE_SECONDS and client.is_connected:
+                try:
+                    code, _ = await client.noop()
+                    if code == 250:
+                        return client
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    pass
+            await _quit(client)
+        return None
+
+    def _release(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected and len(self._idle) < self.pool_size:
+            self._idle.append((asyncio.get_running_loop().time(), client))
+        else:
+            client.close()
 
     async def send(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> Replies:
         try:
@@ -117,24 +151,29 @@ class Transport:
         raw: bytes,
         relay: Relay | None,
     ) -> Replies:
-        client = aiosmtplib.SMTP(
-            hostname=host,
-            port=port,
-            local_hostname=self.helo,
-            timeout=self.timeout,
-            use_tls=bool(relay and relay.implicit_tls),
-            start_tls=True if relay and relay.starttls else None,
-        )
+        client = await self._pooled() if relay is not None else None
+        keep = False
         try:
-            await client.connect()
-            if relay is not None and relay.username:
-                await client.login(relay.username, relay.password or "")
+            if client is None:
+                client = aiosmtplib.SMTP(
+                    hostname=host,
+                    port=port,
+                    local_hostname=self.helo,
+                    timeout=self.timeout,
+                    use_tls=bool(relay and relay.implicit_tls),
+                    start_tls=True if relay and relay.starttls else None,
+                )
+                await client.connect()
+                if relay is not None and relay.username:
+                    await client.login(relay.username, relay.password or "")
             refused, _ = await client.sendmail(mail_from, list(recipients), raw)
             replies: Replies = dict.fromkeys(recipients, (250, "2.0.0 accepted"))
             for rcpt, response in refused.items():
                 replies[rcpt] = (response.code, response.message)
+            keep = relay is not None
             return replies
         except aiosmtplib.SMTPRecipientsRefused as exc:
+            keep = relay is not None and await _reset(client)
             return {e.recipient: (e.code, e.message) for e in exc.recipients}
         except aiosmtplib.SMTPResponseException as exc:
             return dict.fromkeys(recipients, (exc.code, exc.message))
@@ -142,11 +181,30 @@ class Transport:
             text = f"4.4.1 could not deliver to {host}:{port}: {type(exc).__name__}: {exc}"
             return dict.fromkeys(recipients, (451, text[:300]))
         finally:
-            if client.is_connected:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                    client.close()
+            if client is not None:
+                if keep:
+                    self._release(client)
+                else:
+                    await _quit(client)
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if client.is_connected:
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
+
+
+async def _reset(client: aiosmtplib.SMTP | None) -> bool:
+    """RSET after refused recipients, so the connection can carry the next message."""
+    if client is None or not client.is_connected:
+        return False
+    try:
+        code, _ = await client.rset()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        return False
+    return code == 250
 
 
 async def mx_hosts(domain: str) -> list[str]:
