@@ -413,7 +413,12 @@ class MailFlow(_Base):
 
     def claim_deliveries(self, *, limit: int = 50) -> tuple[list[Job], int]:
         """Claim due messages; deliver local recipients at once, return the rest as jobs,
-        with the number of messages handled."""
+        with the number of messages handled.
+
+        Three steps per message: claim (a transaction), sign (no lock held: RSA and Ed25519
+        take a millisecond or two, and API requests would queue behind them), dispatch
+        (a transaction: local recipients, and the job for the transport).
+        """
         jobs: list[Job] = []
         handled = 0
         now = self.clock()
@@ -422,13 +427,29 @@ class MailFlow(_Base):
                 current = self.store.get_message(record.id)
                 if current is None or not _due(current, now):
                     continue
-                job = self._claim_one(current, now)
+                claimed = self._claim_one(current, now)
                 handled += 1
+            if claimed is None:
+                continue
+            box, state = claimed
+            raw = (
+                current.raw
+                if current.raw is not None
+                else self.signed_raw(box, current, state, now)
+            )
+            with self._tx():
+                latest = self.store.get_message(record.id)
+                if latest is None or latest.state.status is not outbound.Status.SENDING:
+                    continue
+                job = self._dispatch(box, replace(latest, raw=raw), now)
             if job is not None:
                 jobs.append(job)
         return jobs, handled
 
-    def _claim_one(self, record: MessageRecord, now: int) -> Job | None:
+    def _claim_one(
+        self, record: MessageRecord, now: int
+    ) -> tuple[mailbox.Mailbox, outbound.Outbound] | None:
+        """Release (if scheduled) and claim; None when the message may no longer leave."""
         state = record.state
         assert isinstance(state, outbound.Outbound)
         box = self.store.get_mailbox(state.mailbox_id)
@@ -440,11 +461,16 @@ class MailFlow(_Base):
             box, state, suppressed=self._suppressed(state.account_id), now=now
         )
         self._emit(state.account_id, events, now)
+        self.store.update_message(replace(record, state=state))
         if state.status is outbound.Status.CANCELLED:
-            self.store.update_message(replace(record, state=state))
             return None
-        raw = record.raw if record.raw is not None else self.signed_raw(box, record, state, now)
-        record = replace(record, state=state, raw=raw)
+        return box, state
+
+    def _dispatch(self, box: mailbox.Mailbox, record: MessageRecord, now: int) -> Job | None:
+        """Deliver to local recipients; the outside ones become a Job (Rule 3)."""
+        state = record.state
+        assert isinstance(state, outbound.Outbound)
+        raw = record.raw or b""
         done = set(_strings(record.meta.get("delivered")))
         replies: dict[str, tuple[int, str]] = {}
         external: list[str] = []

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -57,6 +58,8 @@ KEY_PREFIX = "mm_live_"
 GENESIS = "0" * 64
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 IDEMPOTENCY_TTL_MS = 24 * 3_600_000
+AUTH_CACHE_TTL = 2.0  # seconds: a key revoked through another process stops within this
+AUTH_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ class Service(MailFlow):
         self.transport: SyncTransport | None = None
         self._rcpt_cache = {}
         self._key_cache = {}
+        #: secret hash → (expiry, Key): every request authenticates, and waiting for the
+        #: store lock behind a write made that the API's bottleneck under load
+        self._auth_cache: dict[str, tuple[float, Key]] = {}
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -244,9 +250,16 @@ class Service(MailFlow):
     def authenticate(self, secret: str | None) -> Key:
         if not secret:
             raise Unauthenticated("missing bearer key: send 'Authorization: Bearer mm_live_…'")
-        record = self.store.key_by_hash(hash_secret(secret))
+        digest = hash_secret(secret)
+        hit = self._auth_cache.get(digest)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        record = self.store.key_by_hash(digest)
         if record is None or record.key.revoked:
             raise Unauthenticated("unknown or revoked API key")
+        if len(self._auth_cache) > AUTH_CACHE_SIZE:
+            self._auth_cache.clear()
+        self._auth_cache[digest] = (time.monotonic() + AUTH_CACHE_TTL, record.key)
         return record.key
 
     def bootstrap(
@@ -406,6 +419,7 @@ class Service(MailFlow):
                 raise NotFound(f"no API key {key_id}")
             revoked = replace(record, key=replace(record.key, revoked=True))
             self.store.update_key(revoked)
+            self._auth_cache.clear()  # a revoked key stops working at once in this process
             self._audit(key.account_id, key, "api_key.revoke", "api_key", key_id, self.clock())
         return revoked
 

@@ -1,6 +1,6 @@
 """README.md's quickstart and examples, run as written against a real ``multimail serve``.
 
-The only substitutions: the server listens on a free port instead of 8025, and
+The only substitutions: the server listens on free ports instead of 8025 and 2525, and
 ``.venv/bin/`` points at this interpreter's environment.
 """
 
@@ -32,7 +32,7 @@ def blocks(text: str) -> list[tuple[str, str]]:
 def test_quickstart_runs_top_to_bottom(tmp_path):
     quick = blocks(section("Quickstart"))
     langs = [lang for lang, _ in quick]
-    assert langs == ["sh", "sh", "json", "sh", "sh", "python", "sh", "sh"], langs
+    assert langs == ["sh", "sh", "json", "sh", "sh", "python", "sh", "sh", "sh", "text"], langs
     assert quick[0][1].strip() == "make serve"
     served = start_server(tmp_path / "var", admin_key="", cwd=tmp_path, defaults=True)
     url = served.url
@@ -40,6 +40,7 @@ def test_quickstart_runs_top_to_bottom(tmp_path):
         script = ["set -euo pipefail"]
         for lang, body in quick[1:]:
             body = body.replace("http://127.0.0.1:8025", url).replace(".venv/bin/", f"{BIN}/")
+            body = body.replace('"127.0.0.1", 2525', f'"127.0.0.1", {served.smtp_port}')
             if lang == "sh":
                 script.append(body)
             elif lang == "python":
@@ -60,6 +61,11 @@ def test_quickstart_runs_top_to_bottom(tmp_path):
         assert "refused: forbidden" in out
         assert "Re: Order 42" in out  # the approved reply reached the customer
         assert "audit log intact" in out
+        assert "Invoice 7" in out  # the SMTP message reached the support agent
+        assert re.search(
+            r"verified: sent by mailbox mbx_\w+ <support-agent@default\.agents\.localhost>", out
+        ), out
+        assert re.search(r"mode gated_send, human approved: yes \(key_\w+\), DKIM pass", out), out
     finally:
         assert stop_server(served) == 0
 
