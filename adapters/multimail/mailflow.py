@@ -857,7 +857,7 @@ def content_from(parsed: mime.Parsed, envelope_sender: str) -> Content:
         in_reply_to=parsed.in_reply_to,
         references=tuple(parsed.references),
         attachments=tuple(
-            Attachment(a.attachment_id, a.filename, a.content_type, a.size, a.sha256)
+            Attachment(a.attachment_id, a.filename or "", a.content_type, a.size, a.sha256)
             for a in parsed.attachments
         ),
     )
