@@ -209,3 +209,48 @@ def classify(headers: Mapping[str, str]) -> Kind:
     if "list-id" in headers or "list-unsubscribe" in headers:
         return Kind.BULK
     return Kind.PERSONAL
+
+
+#: Kinds an agent must not answer with a reply (RFC 3834 §2: no automatic response to
+#: automatic mail, nor to delivery and feedback reports): replying is how loops start.
+UNANSWERABLE = frozenset({Kind.BOUNCE, Kind.COMPLAINT, Kind.AUTO_REPLY})
+
+
+@icontract.ensure(lambda kind, result: result == (kind not in UNANSWERABLE))
+def answerable(kind: Kind) -> bool:
+    """May an agent reply to a message of this kind? (It may still write a new message.)"""
+    return kind not in UNANSWERABLE
+
+
+_REPLY_PREFIXES = ("re:", "fwd:", "fw:", "aw:", "wg:", "sv:", "vs:", "tr:", "rv:")
+
+
+def _strip_prefixes(subject: str) -> str:
+    text = " ".join(subject.casefold().split())
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _REPLY_PREFIXES:
+            if text.startswith(prefix):
+                text = text[len(prefix) :].lstrip()
+                changed = True
+                break
+    return text
+
+
+@icontract.ensure(lambda result: result == result.strip())
+@icontract.ensure(lambda result: not result.startswith(_REPLY_PREFIXES))
+def thread_subject(subject: str) -> str:
+    """The subject a thread is recognised by: reply and forward prefixes (``Re:``,
+    ``Fwd:``, ``AW:`` …, repeated) removed, whitespace collapsed, case folded."""
+    return _strip_prefixes(subject)
+
+
+@icontract.ensure(
+    lambda subject, result: (
+        result == (thread_subject(subject) != " ".join(subject.casefold().split()))
+    )
+)
+def is_reply_subject(subject: str) -> bool:
+    """Does the subject carry a reply or forward prefix?"""
+    return thread_subject(subject) != " ".join(subject.casefold().split())

@@ -60,6 +60,8 @@ SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 IDEMPOTENCY_TTL_MS = 24 * 3_600_000
 AUTH_CACHE_TTL = 2.0  # seconds: a key revoked through another process stops within this
 AUTH_CACHE_SIZE = 10_000
+THREAD_LOOKBACK = 100  # messages searched for a reply that lost its headers
+THREAD_WINDOW_MS = 30 * 86_400_000
 
 
 @dataclass(frozen=True)
@@ -722,6 +724,14 @@ class Service(MailFlow):
         recipient = (
             original.content.sender if original.direction == "inbound" else original.content.to[0]
         )
+        if isinstance(original.state, inbound.Inbound) and not inbound.answerable(
+            original.state.kind
+        ):
+            raise LoopDetected(
+                f"{original.id} is an automatic message ({original.state.kind.value}); agents "
+                "do not reply to automatic mail (RFC 3834), which is how mail loops start. "
+                "Write a new message with send if a person needs to be told."
+            )
         hops = hops_of(original.content.headers) + 1
         if delivery.loop_suspected(hops, 0):
             raise LoopDetected(
@@ -964,6 +974,8 @@ class Service(MailFlow):
         kind = inbound.classify(headers)
         refs = [r for r in (*content.references, content.in_reply_to) if r]
         known_thread = self.store.thread_of_header(box.id, refs) if refs else None
+        if known_thread is None and inbound.is_reply_subject(content.subject):
+            known_thread = self._thread_by_subject(box.id, content, now)
         thread_id = known_thread or self.new_id(Kind.THREAD)
         ids = workflows.NewIds(self.new_id(Kind.MESSAGE), self.new_id(Kind.APPROVAL), thread_id)
         receipt = workflows.receive(
@@ -997,6 +1009,26 @@ class Service(MailFlow):
         if known_thread is not None:  # a reply to this mailbox's thread: engagement (§8)
             self.store.add_fact(ReputationFact(box.id, reputation.Outcome.REPLY.value, now))
         return record
+
+    def _thread_by_subject(self, mailbox_id: str, content: Content, now: int) -> str | None:
+        """A reply that lost its In-Reply-To/References (some clients and gateways drop
+        them): the newest message of this mailbox in the last 30 days with the same thread
+        subject and the sender among its participants (PRODUCT §6)."""
+        wanted = inbound.thread_subject(content.subject)
+        sender = content.sender.lower()
+        recent, _ = self.store.list_messages(
+            mailbox_id, filter="all", direction=None, limit=THREAD_LOOKBACK, cursor=None
+        )
+        for record in recent:
+            state = record.state
+            when = state.created_at if isinstance(state, outbound.Outbound) else state.received_at
+            if now - when > THREAD_WINDOW_MS:
+                break
+            others = {a.lower() for a in (*record.content.to, *record.content.cc)}
+            others.add(record.content.sender.lower())
+            if sender in others and inbound.thread_subject(record.content.subject) == wanted:
+                return state.thread_id
+        return None
 
     def run_deliveries(self, *, limit: int = 100) -> int:
         """One synchronous pass of the delivery worker (tests and tools; the server runs the

@@ -392,3 +392,42 @@ def _dsn(out, rcpt: str) -> bytes:
         f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n{headers}\r\n"
         f"--{boundary}--\r\n"
     ).encode()
+
+
+# --- threads and loops ----------------------------------------------------------------------
+
+
+def test_a_reply_that_lost_its_headers_joins_the_thread_by_subject_and_sender(tenant: Tenant):
+    box = tenant.mailbox("threads")
+    smtp_send(tenant.mm, outside_message(box["address"], "Order 42"), [box["address"]])
+    [first] = tenant.wait_inbound(box["id"])
+    tenant.admin.ok("POST", f"/v1/mailboxes/{box['id']}/reply",
+                    {"email_id": first["id"], "body_text": "Which size?"})  # fmt: skip
+    # the customer's client dropped In-Reply-To and References
+    smtp_send(tenant.mm, outside_message(box["address"], "RE: Re:  order 42"), [box["address"]])
+    # a stranger using the same subject is not folded into the customer's thread
+    stranger = outside_message(box["address"], "Re: Order 42").replace(
+        b"alice@outside.example", b"mallory@elsewhere.example"
+    )
+    smtp_send(tenant.mm, stranger, [box["address"]], mail_from="mallory@elsewhere.example")
+    emails = tenant.wait_inbound(box["id"], 3)
+    by_sender = {(e["from"], e["subject"]): e for e in emails}
+    followup = by_sender[("alice@outside.example", "RE: Re:  order 42")]
+    assert followup["thread_id"] == first["thread_id"]
+    assert (
+        by_sender[("mallory@elsewhere.example", "Re: Order 42")]["thread_id"] != first["thread_id"]
+    )
+
+
+def test_an_agent_cannot_reply_to_an_auto_reply(tenant: Tenant):
+    box = tenant.mailbox("no-loops")
+    raw = outside_message(box["address"], "Out of office").replace(
+        b"Subject:", b"Auto-Submitted: auto-replied\r\nSubject:"
+    )
+    smtp_send(tenant.mm, raw, [box["address"]])
+    [auto] = tenant.wait_inbound(box["id"])
+    assert auto["requires_action"] is False
+    answer = tenant.admin.post(f"/v1/mailboxes/{box['id']}/reply",
+                               {"email_id": auto["id"], "body_text": "Thanks!"})  # fmt: skip
+    body = assert_problem(answer, 422, "loop_detected")
+    assert "RFC 3834" in body["detail"]
