@@ -257,6 +257,8 @@ def _settled_consistently(replies: Mapping[str, tuple[int, str]], s: Settlement)
 
 
 @icontract.require(lambda replies: len(replies) > 0)
+@icontract.require(lambda replies: all(0 <= code <= 999 for code, _ in replies.values()))
+@icontract.require(lambda delivered_before: delivered_before >= 0)
 @icontract.ensure(lambda replies, result: _settled_consistently(replies, result))
 @icontract.ensure(
     lambda result: (

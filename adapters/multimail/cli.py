@@ -470,12 +470,12 @@ def cmd_domains_list(client: Client, args: argparse.Namespace, out: Output) -> i
 
 def cmd_dns(client: Client, args: argparse.Namespace, out: Output) -> int:
     wanted = args.domain.lower().rstrip(".")
-    found = [d for d in client.list_domains() if str(d.domain).lower() == wanted]
+    found = [d for d in client.list_domains().domains if str(d.domain).lower() == wanted]
     if not found:
         raise UsageError(
             f"{args.domain} is not one of this account's domains (multimail domains list)"
         )
-    records = list(found[0].get("dns_records") or [])
+    records = found[0].to_dict().get("dns_records") or []
     if out.as_json:
         out.json({"domain": wanted, "dns_records": records})
         return OK

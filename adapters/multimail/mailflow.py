@@ -45,6 +45,20 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
+#: Every SMTP reply the server composes, by name: (code, enhanced status + text).
+#: spec/smtp.toml states the same table and tests/unit/test_spec_smtp.py compares them.
+SMTP_REPLIES: dict[str, tuple[int, str]] = {
+    "rcpt_ok": (250, "2.1.5 OK"),
+    "rcpt_syntax": (501, "5.1.3 bad recipient address syntax"),
+    "relay_denied": (550, "5.7.1 relaying denied: only mail for this server's mailboxes"),
+    "no_such_mailbox": (550, "5.1.1 no such mailbox here"),
+    "mailbox_gone": (550, "5.1.1 the recipient mailbox no longer accepts mail"),
+    "bare_line_ending": (550, "5.6.0 bare LF or CR in message data; lines must end with CRLF"),
+    "loop": (554, "5.4.6 routing loop detected: too many hops"),
+    "temporary": (451, "4.3.0 temporary failure; try again later"),
+    "stored": (250, "2.0.0 OK stored as"),
+}
+
 HOPS_HEADER = "X-MultiMail-Hops"
 COPY_HEADER = "X-MultiMail-Oversight-Copy"
 LINK_TTL_MS = 7 * 86_400_000
@@ -224,15 +238,15 @@ class MailFlow(_Base):
         try:
             parsed = parse_address(address)
         except (InvalidAddress, InvalidValue):
-            return 501, "5.1.3 bad recipient address syntax", None
+            return (*SMTP_REPLIES["rcpt_syntax"], None)
         if not self.is_local_domain(parsed.domain):
-            return 550, "5.7.1 relaying denied: only mail for this server's mailboxes", None
+            return (*SMTP_REPLIES["relay_denied"], None)
         if reports.parse_verp(str(parsed)) is not None:
-            return 250, "2.1.5 OK", None
+            return (*SMTP_REPLIES["rcpt_ok"], None)
         box = self._local_mailbox(str(parsed))
         if box is None or not mailbox.can_receive(box):
-            return 550, "5.1.1 no such mailbox here", None
-        return 250, "2.1.5 OK", box.id
+            return (*SMTP_REPLIES["no_such_mailbox"], None)
+        return (*SMTP_REPLIES["rcpt_ok"], box.id)
 
     def accept_smtp(self, batch: Sequence[Incoming]) -> list[Accepted | Exception]:
         """Commit a batch of arrivals in one transaction (Rule 4)."""
@@ -254,14 +268,14 @@ class MailFlow(_Base):
     def _accept_one(self, item: Incoming) -> Accepted:
         now = self.clock()
         content = content_from(item.parsed, item.mail_from)
-        verp = [r for r in item.rcpts if reports.parse_verp(r) is not None]
-        report = reports.parse_report(item.raw) if verp or _may_be_report(item.parsed) else None
+        to_verp = [r for r in item.rcpts if reports.parse_verp(r) is not None]
+        report = reports.parse_report(item.raw) if to_verp or _may_be_report(item.parsed) else None
         handled = 0
         ids: list[str] = []
         for rcpt in dict.fromkeys(item.rcpts):
-            verp = reports.parse_verp(rcpt)
-            if verp is not None:
-                handled += self._apply_report(report, verp, item, now)
+            about = reports.parse_verp(rcpt)
+            if about is not None:
+                handled += self._apply_report(report, about, now)
                 continue
             known = item.boxes.get(rcpt)
             box = self.store.get_mailbox(known) if known else self._local_mailbox(rcpt)
@@ -282,45 +296,65 @@ class MailFlow(_Base):
                 report.original_message_id, self.is_local_domain
             )
             if original is not None:
-                handled += self._apply_report(report, original, item, now)
-        if not ids and not verp:
+                handled += self._apply_report(report, original, now)
+        if not ids and not to_verp:
             raise NoRecipient("no recipient of this message can receive mail any more")
         return Accepted(tuple(ids), handled)
 
-    def _apply_report(
-        self, report: reports.Report | None, message_id: str, item: Incoming, now: int
-    ) -> int:
-        """A DSN or ARF report about one of our messages: status, reputation, suppression."""
+    def _apply_report(self, report: reports.Report | None, message_id: str, now: int) -> int:
+        """A DSN or ARF report about one of our messages: status, reputation, suppression.
+
+        Only addresses the message was really sent to count, and each once per message and
+        kind: the VERP address can be derived from any copy of the message, so a forged or
+        repeated report must neither suppress strangers nor inflate a bounce rate.
+        """
         record = self.store.get_message(message_id)
         if report is None or record is None or not isinstance(record.state, outbound.Outbound):
             return 0
         state = record.state
+        ours = {r.lower() for r in state.recipients}
         if report.kind == "complaint":
-            rcpts = tuple(r.address for r in report.recipients) or state.recipients
-            command: outbound.Command = outbound.RecordComplaint(_parseable(rcpts))
-            outcome = reputation.Outcome.COMPLAINT
+            named = [r.address for r in report.recipients] or list(state.recipients)
+            outcome, seen_key = reputation.Outcome.COMPLAINT, "complained"
         elif report.kind == "bounce":
-            rcpts = tuple(r.address for r in report.recipients if r.permanent)
-            if not rcpts:
-                return 0
-            reply = next(
-                (f"{r.status} {r.diagnostic}".strip() for r in report.recipients if r.permanent),
-                "",
-            )
-            command = outbound.RecordBounce(_parseable(rcpts), reply)
-            outcome = reputation.Outcome.HARD_BOUNCE
+            named = [r.address for r in report.recipients if r.permanent]
+            outcome, seen_key = reputation.Outcome.HARD_BOUNCE, "bounced"
         else:
             self._audit(
                 state.account_id, None, "message.report", "message", record.id, now,
                 kind=report.kind, recipients=[r.address for r in report.recipients],
             )  # fmt: skip
             return 1
+        seen = set(_strings(record.meta.get(seen_key)))
+        rcpts = tuple(
+            dict.fromkeys(
+                a for a in _parseable(named) if a.lower() in ours and a.lower() not in seen
+            )
+        )
+        if not rcpts:
+            self._audit(
+                state.account_id, None, "message.report_ignored", "message", record.id, now,
+                kind=report.kind, named=named[:20],
+                reason="no recipient of this message that was not already reported",
+            )  # fmt: skip
+            return 1
+        if report.kind == "complaint":
+            command: outbound.Command = outbound.RecordComplaint(rcpts)
+        else:
+            reply = next(
+                (f"{r.status} {r.diagnostic}".strip() for r in report.recipients if r.permanent),
+                "",
+            )
+            command = outbound.RecordBounce(rcpts, reply)
         if outbound.accepts(state, command):
             state, events = outbound.apply(state, command, now=now)
             self._emit(state.account_id, events, now)
-            self.store.update_message(replace(record, state=state))
-        self.store.add_fact(ReputationFact(state.mailbox_id, outcome.value, now))
-        self._suppress(state, outcome, _parseable(rcpts), now)
+        meta = dict(record.meta)
+        meta[seen_key] = sorted(seen | {a.lower() for a in rcpts})
+        self.store.update_message(replace(record, state=state, meta=meta))
+        if not seen:  # one fact per message and kind (Rule: rates count messages)
+            self.store.add_fact(ReputationFact(state.mailbox_id, outcome.value, now))
+        self._suppress(state, outcome, rcpts, now)
         self._audit(
             state.account_id, None, f"message.{report.kind}", "message", record.id, now,
             recipients=list(rcpts), reporter=report.reporter,
@@ -457,9 +491,17 @@ class MailFlow(_Base):
         if state.status is outbound.Status.SCHEDULED:
             state, events = outbound.apply(state, outbound.Release(), now=now)
             self._emit(state.account_id, events, now)
-        state, events = workflows.start_delivery(
-            box, state, suppressed=self._suppressed(state.account_id), now=now
-        )
+        # Recipients this message has already settled (taken it, or refused it for good and
+        # so been suppressed by it) do not cancel the attempt for the others.
+        settled = {
+            reputation.normalize_for_suppression(a)
+            for a in (
+                *_strings(record.meta.get("delivered")),
+                *_strings(record.meta.get("bounced")),
+            )
+        }
+        suppressed = self._suppressed(state.account_id) - settled
+        state, events = workflows.start_delivery(box, state, suppressed=suppressed, now=now)
         self._emit(state.account_id, events, now)
         self.store.update_message(replace(record, state=state))
         if state.status is outbound.Status.CANCELLED:
@@ -471,7 +513,9 @@ class MailFlow(_Base):
         state = record.state
         assert isinstance(state, outbound.Outbound)
         raw = record.raw or b""
-        done = set(_strings(record.meta.get("delivered")))
+        done = set(_strings(record.meta.get("delivered"))) | set(
+            _strings(record.meta.get("bounced"))
+        )
         replies: dict[str, tuple[int, str]] = {}
         external: list[str] = []
         for rcpt in state.recipients:
@@ -516,41 +560,56 @@ class MailFlow(_Base):
         *,
         local_only: bool,
     ) -> None:
+        """Record one attempt's per-recipient replies (Rules 2, 3).
+
+        ``meta.delivered`` and ``meta.bounced`` hold the recipients that took the message or
+        refused it for good, in any attempt; neither is ever part of a later attempt. The
+        mailbox's reputation gets one hard-bounce fact per message, however many of its
+        recipients bounce; the oversight copy of a monitored message is made once, when the
+        first recipient takes it (P4).
+        """
         state = record.state
         assert isinstance(state, outbound.Outbound)
-        delivered = list(_strings(record.meta.get("delivered")))
-        if not replies:  # every recipient was delivered in an earlier attempt
-            replies = dict.fromkeys(state.recipients, (250, "2.0.0 delivered earlier"))
+        delivered = set(_strings(record.meta.get("delivered")))
+        bounced = set(_strings(record.meta.get("bounced")))
+        if not replies:  # nothing was pending: settle on what earlier attempts recorded
+            replies = dict.fromkeys(sorted(delivered), (250, "2.0.0 delivered earlier"))
+            replies.update(dict.fromkeys(sorted(bounced), (550, "5.0.0 refused earlier")))
         verdict = delivery.settle(replies, delivered_before=len(delivered))
         draw = secrets.randbelow(delivery.JITTER_DRAW_MAX + 1)
         state, events = outbound.apply(
             state, outbound.RecordAttempt(verdict.code, verdict.text, draw), now=now
         )
         self._emit(state.account_id, events, now)
-        delivered += [r.lower() for r in verdict.accepted]
+        first_taker = not delivered and bool(verdict.accepted)
+        first_bounce = not bounced and bool(verdict.permanent)
+        delivered |= {r.lower() for r in verdict.accepted}
+        bounced |= {r.lower() for r in verdict.permanent}
         meta = {k: v for k, v in record.meta.items() if k != "attempt"}
-        meta["delivered"] = sorted(set(delivered))
+        meta["delivered"] = sorted(delivered)
+        meta["bounced"] = sorted(bounced)
         meta["replies"] = {**dict(meta.get("replies", {})), **{  # type: ignore[call-overload]
             r: f"{c} {t}".strip() for r, (c, t) in replies.items()
         }}  # fmt: skip
         if verdict.permanent:
-            bounced = _parseable(verdict.permanent)
-            self.store.add_fact(
-                ReputationFact(state.mailbox_id, reputation.Outcome.HARD_BOUNCE.value, now)
+            if first_bounce:
+                self.store.add_fact(
+                    ReputationFact(state.mailbox_id, reputation.Outcome.HARD_BOUNCE.value, now)
+                )
+            self._suppress(
+                state, reputation.Outcome.HARD_BOUNCE, _parseable(verdict.permanent), now
             )
-            self._suppress(state, reputation.Outcome.HARD_BOUNCE, bounced, now)
+        if first_taker and state.monitored and not meta.get("copied"):
+            meta["copied"] = True
+            self._oversight_copy(replace(record, state=state), now)
         if state.status is outbound.Status.SENT:
             self.store.add_fact(
                 ReputationFact(state.mailbox_id, reputation.Outcome.SENT.value, now)
             )
-            if state.monitored:
-                self._oversight_copy(replace(record, state=state), now)
-            if verdict.permanent:
-                reply = "; ".join(
-                    f"{r}: {replies[r][0]} {replies[r][1]}" for r in verdict.permanent
-                )
+            if bounced:
+                reply = "; ".join(f"{r}: {meta['replies'].get(r, '')}" for r in sorted(bounced))  # type: ignore[attr-defined]
                 state, events = outbound.apply(
-                    state, outbound.RecordBounce(_parseable(verdict.permanent), reply), now=now
+                    state, outbound.RecordBounce(_parseable(sorted(bounced)), reply), now=now
                 )
                 self._emit(state.account_id, events, now)
             elif local_only:  # stored in the recipients' mailboxes: that is delivery
@@ -743,7 +802,9 @@ class MailFlow(_Base):
         body, _, mac = token.partition(".")
         try:
             expected = hmac.new(self.link_secret(), body.encode(), hashlib.sha256).digest()
-            if not hmac.compare_digest(_unb64(mac), expected):
+            # compare the text, not the decoded bytes: base64's unused low bits would let
+            # several spellings of one MAC pass
+            if not hmac.compare_digest(mac.encode(), _b64(expected).encode()):
                 raise NotFound("this approval link is not valid")
             claims = json.loads(_unb64(body))
             return str(claims["a"]), int(claims["e"])
@@ -783,9 +844,9 @@ class MailFlow(_Base):
         token = self.approval_token(approval.id, expires)
         link = f"{self.config.public_url}/v1/approve/{token}"
         c = record.content
-        direction = "inbound" if record.direction == "inbound" else "outbound"
+        direction = "An inbound" if record.direction == "inbound" else "An outbound"
         lines = [
-            f"A {direction} message is waiting for your decision.",
+            f"{direction} message is waiting for your decision.",
             "",
             f"Mailbox:  {approval.mailbox_id}",
             f"From:     {c.sender}",

@@ -28,7 +28,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from multimail import mime
-from multimail.mailflow import HOPS_HEADER, Accepted, Incoming, NoRecipient
+from multimail.mailflow import HOPS_HEADER, SMTP_REPLIES, Accepted, Incoming, NoRecipient
 from multimail.service import Service
 from multimail_core import delivery
 
@@ -108,6 +108,11 @@ def _settle(future: asyncio.Future[Accepted], result: Accepted | Exception) -> N
         future.set_result(result)
 
 
+def _reply(name: str) -> str:
+    code, text = SMTP_REPLIES[name]
+    return f"{code} {text}"
+
+
 class Handler:
     """aiosmtpd handler hooks: RCPT, DATA (Rules 1–5)."""
 
@@ -142,7 +147,7 @@ class Handler:
             code, text, box_id = answer
         except Exception:
             log.exception("RCPT lookup failed")
-            return "451 4.3.0 temporary failure; try again later"
+            return _reply("temporary")
         if code == 250:
             envelope.rcpt_tos.append(address)
             if box_id is not None:
@@ -159,10 +164,10 @@ class Handler:
         except mime.Refused as exc:
             return f"{exc.code} {exc.text}"
         except NoRecipient:
-            return "550 5.1.1 the recipient mailbox no longer accepts mail"
+            return _reply("mailbox_gone")
         except Exception:
             log.exception("DATA failed")
-            return "451 4.3.0 temporary failure storing the message; try again later"
+            return _reply("temporary")
         finally:
             self.in_flight -= 1
             if not self.in_flight:
@@ -171,7 +176,7 @@ class Handler:
     async def _data(self, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         if mime.has_bare_line_endings(raw):
-            return "550 5.6.0 bare LF or CR in message data; lines must end with CRLF"
+            return _reply("bare_line_ending")
         peer = session.peer[0] if isinstance(session.peer, tuple) else None
         helo = session.host_name
         mail_from = envelope.mail_from or ""
@@ -183,7 +188,7 @@ class Handler:
         item = replace(item, boxes=dict(_boxes(envelope)))
         accepted = await self.committer.commit(item)
         ids = " ".join(accepted.message_ids) or "report"
-        return f"250 2.0.0 OK stored as {ids}"
+        return f"{_reply('stored')} {ids}"
 
     def _prepare(
         self, raw: bytes, mail_from: str, rcpts: tuple[str, ...], peer: str | None, helo: str | None
@@ -195,7 +200,7 @@ class Handler:
             if name.lower() == HOPS_HEADER.lower() and value.strip().isdigit():
                 hops = int(value.strip())
         if delivery.loop_suspected(hops, received):
-            return "554 5.4.6 routing loop detected: too many hops"
+            return _reply("loop")
         try:
             signals = self.authenticate(raw, peer, helo, mail_from)
         except Exception:
