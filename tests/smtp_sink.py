@@ -94,9 +94,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def smtp_sink() -> Iterator[Sink]:
+def smtp_sink(port: int | None = None) -> Iterator[Sink]:
+    """A sink on a free port, or on ``port`` (to restart 'the same relay')."""
     handler = _Handler()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller = Controller(handler, hostname="127.0.0.1", port=port or free_port())
     controller.start()
     try:
         yield Sink(controller, handler)

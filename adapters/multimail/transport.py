@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
 
 log = logging.getLogger("multimail.transport")
 
@@ -67,12 +70,14 @@ class Transport:
         timeout: float = TIMEOUT,
         mx_port: int = 25,
         pool_size: int = 20,
+        resolver: dns.asyncresolver.Resolver | None = None,
     ) -> None:
         self.relay = relay
         self.helo = helo
         self.timeout = timeout
         self.mx_port = mx_port
         self.pool_size = pool_size
+        self.resolver = resolver
         self._idle: list[tuple[float, aiosmtplib.SMTP]] = []
 
     async def close(self) -> None:
@@ -112,18 +117,28 @@ class Transport:
             for rcpt in recipients:
                 by_domain.setdefault(rcpt.rpartition("@")[2].lower(), []).append(rcpt)
             for domain, rcpts in by_domain.items():
-                hosts = await mx_hosts(domain)
-                if not hosts:
-                    no_mx = (550, "5.1.2 the recipient domain has no mail server")
-                    replies.update(dict.fromkeys(rcpts, no_mx))
-                    continue
-                replies.update(
-                    await self._via([(h, self.mx_port) for h in hosts], mail_from, rcpts, raw)
-                )
+                replies.update(await self._to_domain(domain, rcpts, mail_from, raw))
             return replies
         except Exception as exc:  # Rule 3
             log.exception("transport failure")
             return {r: (451, f"4.3.0 transport error: {type(exc).__name__}") for r in recipients}
+
+    async def _to_domain(
+        self, domain: str, rcpts: Sequence[str], mail_from: str, raw: bytes
+    ) -> Replies:
+        """One domain's recipients; a failure here answers for them only, never for the
+        recipients of other domains (which may already have taken the message)."""
+        try:
+            hosts = await mx_hosts(domain, self.resolver)
+        except ConnectionError as exc:
+            return dict.fromkeys(rcpts, (451, f"4.4.3 {exc}"))
+        if not hosts:
+            return dict.fromkeys(rcpts, (550, "5.1.2 the recipient domain has no mail server"))
+        try:
+            return await self._via([(h, self.mx_port) for h in hosts], mail_from, rcpts, raw)
+        except Exception as exc:
+            log.exception("transport failure for %s", domain)
+            return dict.fromkeys(rcpts, (451, f"4.3.0 transport error: {type(exc).__name__}"))
 
     async def _via(
         self,
@@ -207,15 +222,14 @@ async def _reset(client: aiosmtplib.SMTP | None) -> bool:
     return code == 250
 
 
-async def mx_hosts(domain: str) -> list[str]:
+async def mx_hosts(domain: str, resolver: dns.asyncresolver.Resolver | None = None) -> list[str]:
     """MX hosts of ``domain`` by preference; the domain itself when it has none (RFC 5321
     §5.1); [] for a null MX (RFC 7505) or a domain that does not exist."""
-    import dns.asyncresolver
-    import dns.exception
-    import dns.resolver
-
     try:
-        answer = await dns.asyncresolver.resolve(domain, "MX", lifetime=10.0)
+        if resolver is None:
+            answer = await dns.asyncresolver.resolve(domain, "MX", lifetime=10.0)
+        else:
+            answer = await resolver.resolve(domain, "MX", lifetime=10.0)
     except dns.resolver.NXDOMAIN:
         return []
     except dns.resolver.NoAnswer:
