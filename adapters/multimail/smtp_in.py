@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from multimail import mime
 from multimail.mailflow import HOPS_HEADER, SMTP_REPLIES, Accepted, Incoming, NoRecipient
@@ -132,6 +132,16 @@ class Handler:
         self.idle = asyncio.Event()
         self.idle.set()
 
+    def begin(self) -> None:
+        """A DATA transaction started (its bytes may still be arriving)."""
+        self.in_flight += 1
+        self.idle.clear()
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.idle.set()
+
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self,
         server: SMTP,
@@ -157,8 +167,6 @@ class Handler:
     async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
-        self.in_flight += 1
-        self.idle.clear()
         try:
             return await self._data(session, envelope)
         except mime.Refused as exc:
@@ -168,10 +176,6 @@ class Handler:
         except Exception:
             log.exception("DATA failed")
             return _reply("temporary")
-        finally:
-            self.in_flight -= 1
-            if not self.in_flight:
-                self.idle.set()
 
     async def _data(self, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
@@ -219,6 +223,20 @@ def _boxes(envelope: Envelope) -> dict[str, str]:
     return found
 
 
+class _Session(SMTP):
+    """aiosmtpd's protocol, counting DATA transactions from the DATA command on, so that
+    SIGTERM waits for a message whose bytes are still arriving, not only for its commit."""
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command hook
+        handler = self.event_handler
+        handler.begin()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            handler.end()
+
+
 class InboundServer:
     """The listening SMTP server on the running event loop."""
 
@@ -244,7 +262,7 @@ class InboundServer:
         self._server: asyncio.base_events.Server | None = None
 
     def _factory(self) -> SMTP:
-        return SMTP(
+        return _Session(
             self.handler,
             data_size_limit=self.max_size,
             enable_SMTPUTF8=True,

@@ -85,3 +85,38 @@ def test_kill_9_during_an_inbound_burst_loses_no_acknowledged_message(tmp_path: 
         http.close()
     finally:
         assert stop_server(again) == 0
+
+
+def test_sigterm_lets_a_message_whose_bytes_are_still_arriving_finish(tmp_path: Path):
+    served = start_server(tmp_path, "--domain", "term.test", "--dns", "off")
+    http = httpx.Client(
+        base_url=served.url, headers={"Authorization": f"Bearer {served.admin_key}"}, timeout=15
+    )
+    box = http.post("/v1/mailboxes", json={"name": "late", "oversight_mode": "autonomous"}).json()
+    http.close()
+    client = smtplib.SMTP("127.0.0.1", served.smtp_port, timeout=20)
+    client.ehlo("tester.example")
+    client.mail("late@outside.example")
+    client.rcpt(box["address"])
+    code, _ = client.docmd("DATA")
+    assert code == 354
+    raw = _message(box["address"], "mid-data")
+    client.send(raw[: len(raw) // 2])
+    served.process.send_signal(signal.SIGTERM)  # the server is told to stop mid-message
+    time.sleep(0.5)
+    client.send(raw[len(raw) // 2 :] + b".\r\n")
+    code, text = client.getreply()
+    assert (code, text[:5]) == (250, b"2.0.0"), text
+    client.close()
+    assert served.process.wait(timeout=30) == 0
+    again = start_server(tmp_path, "--domain", "term.test", "--dns", "off")
+    try:
+        http = httpx.Client(
+            base_url=again.url, headers={"Authorization": f"Bearer {again.admin_key}"}, timeout=15
+        )
+        emails = http.get(f"/v1/mailboxes/{box['mailbox_id']}/emails").json()["emails"]
+        assert [e["subject"] for e in emails] == ["mid-data"]
+        assert http.get(f"/v1/emails/{emails[0]['id']}/raw").content == raw
+        http.close()
+    finally:
+        assert stop_server(again) == 0
