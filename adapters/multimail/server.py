@@ -58,7 +58,8 @@ HELP = {
     "data_dir": "directory for a generated admin.key (the database is where --db says)",
     "public_url": "URL used in links (default http://<--http>)",
     "rate_limit": "requests/s per API key, burst twice that; 0 turns it off",
-    "dns": "resolver for inbound sender checks (DKIM, SPF, DMARC): system, or off to skip",
+    "dns": "resolver for inbound sender checks (DKIM, SPF, DMARC): system (resolv.conf), "
+    "HOST:PORT of a name server, or off to skip them",
 }
 
 
@@ -118,16 +119,15 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         public_url=args.public_url,
         admin_key=env.get("MULTIMAIL_ADMIN_KEY") or None,
         rate_limit=_rate(args.rate_limit),
-        dns=_choice(args.dns, "--dns", ("system", "off")),
+        dns=_dns(args.dns),
         relay=_relay(args.relay),
     )
 
 
-def _choice(value: str, flag: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise SystemExit(
-            f"multimail serve: {flag} wants one of {', '.join(allowed)}, got {value!r}"
-        )
+def _dns(value: str) -> str:
+    if value in ("system", "off"):
+        return value
+    split_host_port(value, "--dns")  # HOST:PORT of a name server, or a clear exit
     return value
 
 

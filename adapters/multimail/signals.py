@@ -499,15 +499,23 @@ def authenticate(
     resolver: Resolver,
     budget: float = 10.0,
     clock: Callable[[], float] = time.monotonic,
+    from_address: str | None = None,
 ) -> Signals:
-    """DKIM, SPF and DMARC for one message as received; never raises (Rule 1)."""
+    """DKIM, SPF and DMARC for one message as received; never raises (Rule 1).
+
+    ``from_address``: the From address when the caller has parsed the message already
+    (the SMTP path has), saving a second parse of the header block."""
     dns_ = _Budgeted(resolver, clock() + budget, clock)
     dkim_result = _guarded(lambda: check_dkim(raw, dns_), _DKIM_BROKEN)
     spf_result = _guarded(
         lambda: check_spf(dns_, client_ip=client_ip, helo=helo, mail_from=mail_from),
         _SPF_BROKEN,
     )
-    from_domain = _guarded(lambda: from_domain_of(raw), None)
+    if from_address is not None:
+        _, at, domain = from_address.rpartition("@")
+        from_domain = _guarded(lambda: normalize_domain(domain), None) if at else None
+    else:
+        from_domain = _guarded(lambda: from_domain_of(raw), None)
     dmarc_result = _guarded(
         lambda: check_dmarc(dns_, from_domain, dkim_result, spf_result), _DMARC_BROKEN
     )

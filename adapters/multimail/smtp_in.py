@@ -37,10 +37,13 @@ log = logging.getLogger("multimail.smtp")
 MAX_SIZE = 25 * 1024 * 1024
 MAX_BATCH = 128
 
-Authenticator = Callable[[bytes, str | None, str | None, str], dict[str, object]]
+#: (raw, client IP, HELO name, MAIL FROM, the parsed From address) → sender signals
+Authenticator = Callable[[bytes, str | None, str | None, str, str], dict[str, object]]
 
 
-def no_signals(raw: bytes, peer: str | None, helo: str | None, mail_from: str) -> dict[str, object]:
+def no_signals(
+    raw: bytes, peer: str | None, helo: str | None, mail_from: str, from_address: str
+) -> dict[str, object]:
     return {"dkim": "skipped", "spf": "skipped", "dmarc": "skipped"}
 
 
@@ -206,7 +209,7 @@ class Handler:
         if delivery.loop_suspected(hops, received):
             return _reply("loop")
         try:
-            signals = self.authenticate(raw, peer, helo, mail_from)
+            signals = self.authenticate(raw, peer, helo, mail_from, parsed.sender)
         except Exception:
             log.exception("sender checks failed")
             signals = {"dkim": "temperror", "spf": "temperror", "dmarc": "temperror"}

@@ -99,24 +99,36 @@ class DeliveryWorker:
         await asyncio.to_thread(self.service.finish_mail, mail, replies)
 
 
-Authenticator = Callable[[bytes, str | None, str | None, str], dict[str, object]]
+Authenticator = Callable[[bytes, str | None, str | None, str, str], dict[str, object]]
 
 
 def sender_checks(mode: str) -> Authenticator:
-    """DKIM, SPF and DMARC for an arrival (``--dns system``), or nothing (``--dns off``)."""
+    """DKIM, SPF and DMARC for an arrival (``--dns system`` or ``--dns HOST:PORT``), or
+    nothing (``--dns off``)."""
     from multimail import signals
     from multimail.smtp_in import no_signals
 
     if mode == "off":
         return no_signals
-    resolver = signals.SystemResolver()
+    if mode == "system":
+        resolver = signals.SystemResolver()
+    else:
+        host, _, port = mode.rpartition(":")
+        resolver = signals.SystemResolver(nameservers=[host.strip("[]")], port=int(port))
 
-    def check(raw: bytes, peer: str | None, helo: str | None, mail_from: str) -> dict[str, object]:
+    def check(
+        raw: bytes, peer: str | None, helo: str | None, mail_from: str, from_address: str
+    ) -> dict[str, object]:
         # SPF judges the connecting IP; for a loopback or private peer (a local relay, a
         # test) that says nothing about the sender, so SPF is skipped rather than faked.
         ip = peer if peer and ipaddress.ip_address(peer).is_global else None
         result = signals.authenticate(
-            raw, client_ip=ip, helo=helo, mail_from=mail_from, resolver=resolver
+            raw,
+            client_ip=ip,
+            helo=helo,
+            mail_from=mail_from,
+            resolver=resolver,
+            from_address=from_address or None,
         )
         return result.to_dict()
 
