@@ -20,9 +20,10 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from email.utils import formataddr
 from typing import TYPE_CHECKING, Any
@@ -55,9 +56,12 @@ SMTP_REPLIES: dict[str, tuple[int, str]] = {
     "mailbox_gone": (550, "5.1.1 the recipient mailbox no longer accepts mail"),
     "bare_line_ending": (550, "5.6.0 bare LF or CR in message data; lines must end with CRLF"),
     "loop": (554, "5.4.6 routing loop detected: too many hops"),
+    "too_many_recipients": (452, "4.5.3 too many recipients; send the rest in another transaction"),
     "temporary": (451, "4.3.0 temporary failure; try again later"),
     "stored": (250, "2.0.0 OK stored as"),
 }
+
+log = logging.getLogger("multimail.mail")
 
 HOPS_HEADER = "X-MultiMail-Hops"
 COPY_HEADER = "X-MultiMail-Oversight-Copy"
@@ -110,45 +114,59 @@ class LinkReview:
 
 class MailFlow(_Base):
     _rcpt_cache: dict[str, tuple[float, tuple[int, str, str | None]]]
+    _rcpt_generation: int
     #: loaded signing keys by kv name (they change only by revocation, done here)
     _key_cache: dict[str, Any]
 
     # --- keys -------------------------------------------------------------------------
 
+    def _kept(
+        self,
+        name: str,
+        decode: Callable[[dict[str, object]], Any],
+        make: Callable[[], dict[str, object]] | None,
+    ) -> Any:
+        """A server-held value by kv name: from memory, else the store (created with
+        ``make`` on first use). Remembered only when read outside any transaction, so a
+        value a rollback undoes is never kept (nor a key that was never stored)."""
+        cached = self._key_cache.get(name)
+        if cached is not None:
+            return cached
+        outside = not self.store.in_transaction()
+        with self._tx():
+            doc = self.store.kv_get(name)
+            if doc is None:
+                if make is None:
+                    return None
+                doc = make()
+                self.store.kv_put(name, doc)
+        value = decode(doc)
+        if outside:
+            self._key_cache[name] = value
+        return value
+
     def dkim_keys(self, domain: str) -> list[signing.DkimKey]:
         """The domain's DKIM keys, generated and stored on first use."""
-        name = f"dkim:{domain.lower()}"
-        cached = self._key_cache.get(name)
-        if cached is not None:
-            return list(cached)
-        with self._tx():
-            doc = self.store.kv_get(name)
-            if doc is None:
-                now = self.clock()
-                keys = [
-                    signing.generate_dkim_key(domain.lower(), sel, alg, now)
-                    for sel, alg in DKIM_SELECTORS
-                ]
-                self.store.kv_put(name, {"keys": [signing.to_doc(k) for k in keys]})
-            else:
-                keys = [signing.dkim_key_from_doc(d) for d in doc["keys"]]  # type: ignore[attr-defined]
-        self._key_cache[name] = tuple(keys)
-        return keys
+        domain = domain.lower()
+
+        def make() -> dict[str, object]:
+            now = self.clock()
+            keys = [signing.generate_dkim_key(domain, s, a, now) for s, a in DKIM_SELECTORS]
+            return {"keys": [signing.to_doc(k) for k in keys]}
+
+        def decode(doc: dict[str, object]) -> tuple[signing.DkimKey, ...]:
+            return tuple(signing.dkim_key_from_doc(d) for d in doc["keys"])  # type: ignore[attr-defined]
+
+        return list(self._kept(f"dkim:{domain}", decode, make))
 
     def identity_key(self, mailbox_id: str) -> signing.IdentityKey:
-        """The mailbox's own Ed25519 identity key, generated and stored on first use."""
-        name = f"identity:{mailbox_id}"
-        cached = self._key_cache.get(name)
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        with self._tx():
-            doc = self.store.kv_get(name)
-            if doc is None:
-                key = signing.generate_identity_key(mailbox_id, self.clock())
-                self.store.kv_put(name, signing.to_doc(key))
-            else:
-                key = signing.identity_key_from_doc(doc)
-        self._key_cache[name] = key
+        """The mailbox's own Ed25519 identity key (made with the mailbox; older mailboxes
+        get theirs on first use)."""
+        key: signing.IdentityKey = self._kept(
+            f"identity:{mailbox_id}",
+            signing.identity_key_from_doc,
+            lambda: signing.to_doc(signing.generate_identity_key(mailbox_id, self.clock())),
+        )
         return key
 
     def revoke_identity_key(self, mailbox_id: str, now: int) -> None:
@@ -157,13 +175,15 @@ class MailFlow(_Base):
         if key.revoked_at is None:
             revoked = replace(key, revoked_at=now)
             self.store.kv_put(f"identity:{mailbox_id}", signing.to_doc(revoked))
-            self._key_cache.pop(f"identity:{mailbox_id}", None)  # the tx may yet roll back
+            self._key_cache.pop(f"identity:{mailbox_id}", None)
 
     def published_keys(self, mailbox_id: str) -> list[dict[str, object]] | None:
-        """Public: the mailbox's identity keys as JWKs; None for a mailbox never created."""
+        """Public: the mailbox's identity keys as JWKs; None for a mailbox never created.
+        Reads only: a public route never creates anything."""
         if self.store.get_mailbox(mailbox_id) is None:
             return None
-        return [signing.jwk(self.identity_key(mailbox_id))]
+        key = self._kept(f"identity:{mailbox_id}", signing.identity_key_from_doc, None)
+        return [signing.jwk(key)] if key is not None else []
 
     def is_local_domain(self, domain: str) -> bool:
         domain = domain.lower().rstrip(".")
@@ -183,14 +203,13 @@ class MailFlow(_Base):
 
     def dns_records(self, domain: str) -> list[dict[str, object]]:
         """What to publish for ``domain``: MX, SPF, DMARC and the DKIM keys."""
-        host = self.config.public_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
         records: list[dict[str, object]] = [
             {"type": "MX", "name": domain, "value": f"10 {self.config.domain}.", "purpose": "mx"},
             {"type": "TXT", "name": domain, "value": "v=spf1 mx a ~all", "purpose": "spf"},
             {
                 "type": "TXT",
                 "name": f"_dmarc.{domain}",
-                "value": f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}",
+                "value": "v=DMARC1; p=quarantine",
                 "purpose": "dmarc",
             },
         ]
@@ -198,16 +217,15 @@ class MailFlow(_Base):
             record = dict(signing.dkim_dns_record(key))
             record["purpose"] = "dkim"
             records.append(record)
-        del host
         return records
 
     def link_secret(self) -> bytes:
-        with self._tx():
-            doc = self.store.kv_get("server:link-secret")
-            if doc is None:
-                doc = {"secret": secrets.token_hex(32)}
-                self.store.kv_put("server:link-secret", doc)
-        return bytes.fromhex(str(doc["secret"]))
+        secret: bytes = self._kept(
+            "server:link-secret",
+            lambda doc: bytes.fromhex(str(doc["secret"])),
+            lambda: {"secret": secrets.token_hex(32)},
+        )
+        return secret
 
     # --- SMTP arrivals ----------------------------------------------------------------
 
@@ -224,10 +242,14 @@ class MailFlow(_Base):
 
     def forget_rcpts(self) -> None:
         """Called whenever a mailbox is created, changed or decommissioned."""
+        self._rcpt_generation += 1
         self._rcpt_cache.clear()
 
     def smtp_rcpt(self, address: str) -> tuple[int, str, str | None]:
+        generation = self._rcpt_generation
         answer = self._smtp_rcpt(address)
+        if generation != self._rcpt_generation:
+            return answer  # a mailbox changed meanwhile: this answer may be stale
         if len(self._rcpt_cache) > RCPT_CACHE_SIZE:
             self._rcpt_cache.clear()
         self._rcpt_cache[address.lower()] = (time.monotonic() + RCPT_CACHE_TTL, answer)
@@ -269,9 +291,10 @@ class MailFlow(_Base):
         now = self.clock()
         content = content_from(item.parsed, item.mail_from)
         to_verp = [r for r in item.rcpts if reports.parse_verp(r) is not None]
-        report = reports.parse_report(item.raw) if to_verp or _may_be_report(item.parsed) else None
+        report = _report(item.raw) if to_verp or _may_be_report(item.parsed) else None
         handled = 0
         ids: list[str] = []
+        reached: set[str] = set()  # one copy per mailbox, however many spellings name it
         for rcpt in dict.fromkeys(item.rcpts):
             about = reports.parse_verp(rcpt)
             if about is not None:
@@ -279,8 +302,9 @@ class MailFlow(_Base):
                 continue
             known = item.boxes.get(rcpt)
             box = self.store.get_mailbox(known) if known else self._local_mailbox(rcpt)
-            if box is None:
+            if box is None or box.id in reached:
                 continue
+            reached.add(box.id)
             sender = content.sender.lower()
             prior = self.store.count_from_sender(box.id, sender) if sender else 0
             meta: dict[str, object] = {
@@ -314,8 +338,20 @@ class MailFlow(_Base):
         state = record.state
         ours = {r.lower() for r in state.recipients}
         if report.kind == "complaint":
-            named = [r.address for r in report.recipients] or list(state.recipients)
+            named = [r.address for r in report.recipients]
             outcome, seen_key = reputation.Outcome.COMPLAINT, "complained"
+            if not named:  # a complaint naming nobody: it counts, but suppresses no one
+                if not record.meta.get(seen_key):
+                    self.store.add_fact(ReputationFact(state.mailbox_id, outcome.value, now))
+                    self.store.update_message(
+                        replace(record, meta={**record.meta, seen_key: ["(unnamed)"]})
+                    )
+                    self._enforce(state.mailbox_id, now)
+                self._audit(
+                    state.account_id, None, "message.complaint", "message", record.id, now,
+                    recipients=[], reporter=report.reporter,
+                )  # fmt: skip
+                return 1
         elif report.kind == "bounce":
             named = [r.address for r in report.recipients if r.permanent]
             outcome, seen_key = reputation.Outcome.HARD_BOUNCE, "bounced"
@@ -466,19 +502,39 @@ class MailFlow(_Base):
             if claimed is None:
                 continue
             box, state = claimed
-            raw = (
-                current.raw
-                if current.raw is not None
-                else self.signed_raw(box, current, state, now)
-            )
-            with self._tx():
-                latest = self.store.get_message(record.id)
-                if latest is None or latest.state.status is not outbound.Status.SENDING:
-                    continue
-                job = self._dispatch(box, replace(latest, raw=raw), now)
+            try:
+                raw = current.raw or self.signed_raw(box, current, state, now)
+                with self._tx():
+                    latest = self.store.get_message(record.id)
+                    if latest is None or latest.state.status is not outbound.Status.SENDING:
+                        continue
+                    job = self._dispatch(box, replace(latest, raw=raw), now)
+            except Exception as exc:  # this message only: the round goes on (Rule 2)
+                log.exception("could not build or dispatch %s", record.id)
+                self._abandon(record.id, f"{type(exc).__name__}: {exc}")
+                continue
             if job is not None:
                 jobs.append(job)
         return jobs, handled
+
+    def _abandon(self, message_id: str, reason: str) -> None:
+        """A claimed message that cannot be built or dispatched fails, not retried (it
+        would fail the same way), and the reason is audited."""
+        with self._tx():
+            record = self.store.get_message(message_id)
+            if record is None or not isinstance(record.state, outbound.Outbound):
+                return
+            if record.state.status is not outbound.Status.SENDING:
+                return
+            now = self.clock()
+            state, events = outbound.apply(record.state, outbound.Interrupt(), now=now)
+            state = replace(state, last_reply=f"not sent: {reason}"[:500])
+            self.store.update_message(replace(record, state=state))
+            self._emit(state.account_id, events, now)
+            self._audit(
+                state.account_id, None, "message.abandoned", "message", state.id, now,
+                reason=reason[:1000],
+            )  # fmt: skip
 
     def _claim_one(
         self, record: MessageRecord, now: int
@@ -713,7 +769,19 @@ class MailFlow(_Base):
         now: int,
         sign: bool,
     ) -> str:
-        """Local oversight address: delivered at once. Otherwise: queued for the transport."""
+        """Local oversight address: delivered at once. Otherwise: queued for the transport.
+
+        The server's own mail is never the subject of another approval request (when the
+        oversight mailbox is itself gated_all, its copy waits in the pending list), never
+        goes to a suppressed address (P14), and leaves with a null return path (RFC 3834
+        §3.3: nothing bounces back to a notice)."""
+        suppressed = workflows.suppressions_for(reputation.Outcome.HARD_BOUNCE, _parseable([to]))
+        if suppressed and suppressed[0] in self._suppressed(account_id):
+            self._audit(
+                account_id, None, f"mail.{purpose}_skipped", "mail", related_id or "", now,
+                to=to, reason="the oversight address is on the suppression list",
+            )  # fmt: skip
+            return ""
         target = self._local_mailbox(to)
         if sign:
             keys = self.dkim_keys(self.config.domain)
@@ -727,7 +795,9 @@ class MailFlow(_Base):
                 content = replace(
                     content, headers=(*content.headers, (COPY_HEADER, related_id or ""))
                 )
-            record = self.deliver_local(target, content, raw, now, meta={"purpose": purpose})
+            record = self.deliver_local(
+                target, content, raw, now, meta={"purpose": purpose}, request_approval=False
+            )
             outcome = "delivered" if record is not None else "refused"
             self._audit(
                 account_id, None, f"mail.{purpose}", "mail", related_id or "", now, to=to,
@@ -738,7 +808,7 @@ class MailFlow(_Base):
             id=self.new_id(Kind.EVENT).replace("evt_", "mq_"),
             account_id=account_id,
             purpose=purpose,
-            mail_from=f"postmaster@{self.config.domain}",
+            mail_from="",
             recipients=(to,),
             status="queued",
             created_at=now,
@@ -924,6 +994,15 @@ def content_from(parsed: mime.Parsed, envelope_sender: str) -> Content:
     )
 
 
+def _report(raw: bytes) -> reports.Report | None:
+    """The delivery or feedback report in ``raw``; anything the report parser cannot read
+    (it uses the stdlib parser, which recurses) is simply not a report."""
+    try:
+        return reports.parse_report(raw)
+    except (RecursionError, MemoryError, ValueError, LookupError):
+        return None
+
+
 _REPORT_SENDERS = ("mailer-daemon@", "postmaster@")
 _REPORT_TYPES = ("multipart/report", "message/delivery-status", "message/feedback-report")
 
@@ -943,12 +1022,14 @@ def _may_be_report(parsed: mime.Parsed) -> bool:
 
 
 def hops_of(headers: Sequence[tuple[str, str]]) -> int:
+    """The ``X-MultiMail-Hops`` count; absent or unreadable is 0, absurdly long is taken as
+    past the limit (no int() of thousands of digits, no way round the loop check)."""
     for name, value in headers:
         if name.lower() == HOPS_HEADER.lower():
-            try:
-                return max(0, int(value.strip()))
-            except ValueError:
+            digits = value.strip()
+            if not digits.isascii() or not digits.isdigit():
                 return 0
+            return int(digits) if len(digits) <= 6 else delivery.HOP_LIMIT
     return 0
 
 

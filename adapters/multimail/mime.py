@@ -1031,6 +1031,15 @@ def _id(message_id: str) -> str:
     return f"<{inner}>"
 
 
+def is_message_id(text: str) -> bool:
+    """Would ``compose`` take ``text`` as a Message-ID, In-Reply-To or References entry?"""
+    try:
+        _id(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _datetime(value: datetime | int) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None:

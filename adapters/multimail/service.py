@@ -60,6 +60,7 @@ SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 IDEMPOTENCY_TTL_MS = 24 * 3_600_000
 AUTH_CACHE_TTL = 2.0  # seconds: a key revoked through another process stops within this
 AUTH_CACHE_SIZE = 10_000
+REFERENCES_KEPT = 20
 THREAD_LOOKBACK = 100  # messages searched for a reply that lost its headers
 THREAD_WINDOW_MS = 30 * 86_400_000
 
@@ -143,6 +144,7 @@ class Service(MailFlow):
         #: {rcpt: (code, text)}. The server's asynchronous worker brings its own.
         self.transport: SyncTransport | None = None
         self._rcpt_cache = {}
+        self._rcpt_generation = 0
         self._key_cache = {}
         #: secret hash → (expiry, Key): every request authenticates, and waiting for the
         #: store lock behind a write made that the API's bottleneck under load
@@ -474,6 +476,7 @@ class Service(MailFlow):
             )
             self.store.insert_mailbox(box)
             self.forget_rcpts()
+            self.identity_key(box.id)  # published from the start, stored with the mailbox
             self._emit(key.account_id, events, now)
             self._audit(
                 key.account_id,
@@ -644,8 +647,12 @@ class Service(MailFlow):
             refs: tuple[str, ...] = ()
             in_reply_to = None
             if reply_to is not None:
-                in_reply_to = reply_to.content.message_id_header
-                refs = (*reply_to.content.references, in_reply_to)
+                # what came from outside may not be sendable: keep the ids compose takes,
+                # and the last REFERENCES_KEPT of a long chain (RFC 5322 §3.6.4)
+                parent = reply_to.content.message_id_header
+                in_reply_to = parent if mime.is_message_id(parent) else None
+                chain = [r for r in (*reply_to.content.references, parent) if mime.is_message_id(r)]
+                refs = tuple(chain[-REFERENCES_KEPT:])
             content = Content(
                 sender=str(box.address),
                 to=tuple(str(a) for a in draft.to),
@@ -659,6 +666,7 @@ class Service(MailFlow):
                 in_reply_to=in_reply_to,
                 references=refs,
             )
+            _check_composable(content, box.display_name, now)
             self.store.insert_message(MessageRecord(sub.message, content))
             if sub.approval is not None:
                 self.store.insert_approval(sub.approval)
@@ -919,6 +927,8 @@ class Service(MailFlow):
                 content = replace(
                     content, subject=e.subject, body_text=e.body_text, body_html=e.body_html
                 )
+                if record.direction == "outbound":
+                    _check_composable(content, box.display_name, now)
             record = replace(record, state=result.message, content=content)
             self.store.update_approval(result.approval)
             self.store.update_message(record)
@@ -966,6 +976,7 @@ class Service(MailFlow):
         now: int,
         *,
         meta: dict[str, object] | None = None,
+        request_approval: bool = True,
     ) -> MessageRecord | None:
         """Store an inbound message for ``box``; caller holds the transaction."""
         if not mailbox.can_receive(box):
@@ -989,7 +1000,10 @@ class Service(MailFlow):
         )
         if not content.message_id_header:
             content = replace(content, message_id_header=f"<{ids.message_id}@{box.address.domain}>")
-        record = MessageRecord(receipt.message, content, raw, meta=dict(meta or {}))
+        # a Bcc list belongs to the sender's copy only, never to a recipient's
+        record = MessageRecord(
+            receipt.message, replace(content, bcc=()), raw, meta=dict(meta or {})
+        )
         self.store.insert_message(record)
         if receipt.approval is not None:
             self.store.insert_approval(receipt.approval)
@@ -1004,9 +1018,11 @@ class Service(MailFlow):
             sender=content.sender,
             verdict=receipt.decision.verdict,
         )
-        if receipt.approval is not None:
+        if receipt.approval is not None and request_approval:
             self.request_approval_by_mail(receipt.approval, record, now)
-        if known_thread is not None:  # a reply to this mailbox's thread: engagement (§8)
+        if known_thread is not None and receipt.approval is None:
+            # a visible reply in this mailbox's thread: engagement (§8); mail held for
+            # review does not count (anyone can send it)
             self.store.add_fact(ReputationFact(box.id, reputation.Outcome.REPLY.value, now))
         return record
 
@@ -1203,6 +1219,28 @@ def _settings(box: mailbox.Mailbox) -> dict[str, object]:
         "allowlist": sorted(box.allowlist),
         "status": box.status.value,
     }
+
+
+def _check_composable(content: Content, display_name: str | None, now: int) -> None:
+    """Refuse at submission what could not be put on the wire later (a 422 now, rather than
+    a message that fails at delivery)."""
+    try:
+        mime.compose(
+            sender=content.sender,
+            display_name=display_name or None,
+            to=content.to,
+            cc=content.cc,
+            subject=content.subject,
+            body_text=content.body_text,
+            body_html=content.body_html,
+            message_id=content.message_id_header,
+            date=now,
+            in_reply_to=content.in_reply_to,
+            references=content.references,
+            extra_headers=content.headers,
+        )
+    except ValueError as exc:
+        raise InvalidValue("message", str(exc)) from None
 
 
 def _visible(record: MessageRecord) -> bool:

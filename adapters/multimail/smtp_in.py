@@ -23,12 +23,12 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from multimail import mime
-from multimail.mailflow import HOPS_HEADER, SMTP_REPLIES, Accepted, Incoming, NoRecipient
+from multimail.mailflow import SMTP_REPLIES, Accepted, Incoming, NoRecipient, hops_of
 from multimail.service import Service
 from multimail_core import delivery
 
@@ -36,6 +36,11 @@ log = logging.getLogger("multimail.smtp")
 
 MAX_SIZE = 25 * 1024 * 1024
 MAX_BATCH = 128
+MAX_SESSIONS = 256  # open SMTP connections; more get 421 (Postfix: smtpd process limit 100)
+MAX_RCPTS = 100  # per transaction (RFC 5321 §4.5.3.1.8's minimum); more get 452
+SESSION_TIMEOUT = 300  # seconds of silence (RFC 5321 §4.5.3.2 asks for 5 minutes)
+#: per-session command budgets: enough for a relay's connection cache, not for a NOOP loop
+COMMAND_LIMITS = {"NOOP": 20, "VRFY": 5, "EXPN": 5, "HELP": 10, "*": 1000}
 
 #: (raw, client IP, HELO name, MAIL FROM, the parsed From address) → sender signals
 Authenticator = Callable[[bytes, str | None, str | None, str, str], dict[str, object]]
@@ -45,6 +50,10 @@ def no_signals(
     raw: bytes, peer: str | None, helo: str | None, mail_from: str, from_address: str
 ) -> dict[str, object]:
     return {"dkim": "skipped", "spf": "skipped", "dmarc": "skipped"}
+
+
+class ShuttingDown(Exception):
+    """An arrival after the committer stopped: answered 421, the client retries."""
 
 
 @dataclass
@@ -60,17 +69,21 @@ class Committer:
     def __init__(self, service: Service, *, max_batch: int = MAX_BATCH) -> None:
         self.service = service
         self.max_batch = max_batch
+        self.closed = False
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="smtp-commit", daemon=True)
         self._thread.start()
 
     async def commit(self, item: Incoming) -> Accepted:
+        if self.closed:  # stopping: the client keeps the message and tries again
+            raise ShuttingDown("the server is stopping")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Accepted] = loop.create_future()
         self._queue.put(_Pending(item, loop, future))
         return await future
 
     def close(self) -> None:
+        self.closed = True
         self._queue.put(None)
         self._thread.join(timeout=30)
 
@@ -153,6 +166,8 @@ class Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if len(envelope.rcpt_tos) >= MAX_RCPTS:
+            return _reply("too_many_recipients")
         try:
             answer = self.service.smtp_rcpt_cached(address)
             if answer is None:
@@ -176,6 +191,8 @@ class Handler:
             return f"{exc.code} {exc.text}"
         except NoRecipient:
             return _reply("mailbox_gone")
+        except ShuttingDown:
+            return "421 4.3.2 the server is stopping; try again later"
         except Exception:
             log.exception("DATA failed")
             return _reply("temporary")
@@ -202,11 +219,7 @@ class Handler:
     ) -> Incoming | str:
         parsed = mime.parse(raw, self.limits)
         received = sum(1 for name, _ in parsed.headers if name.lower() == "received")
-        hops = 0
-        for name, value in parsed.headers:
-            if name.lower() == HOPS_HEADER.lower() and value.strip().isdigit():
-                hops = int(value.strip())
-        if delivery.loop_suspected(hops, received):
+        if delivery.loop_suspected(hops_of(parsed.headers), received):
             return _reply("loop")
         try:
             signals = self.authenticate(raw, peer, helo, mail_from, parsed.sender)
@@ -228,7 +241,27 @@ def _boxes(envelope: Envelope) -> dict[str, str]:
 
 class _Session(SMTP):
     """aiosmtpd's protocol, counting DATA transactions from the DATA command on, so that
-    SIGTERM waits for a message whose bytes are still arriving, not only for its commit."""
+    SIGTERM waits for a message whose bytes are still arriving, not only for its commit;
+    and refusing connections beyond the server's session limit with a 421."""
+
+    limits: _SessionLimit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.limits.enter():
+            self._over_limit = True
+            cast(asyncio.WriteTransport, transport).write(
+                b"421 4.7.0 too many connections; try again later\r\n"
+            )
+            transport.close()
+            return
+        self._over_limit = False
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if getattr(self, "_over_limit", False):
+            return
+        self.limits.leave()
+        super().connection_lost(error)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command hook
@@ -238,6 +271,21 @@ class _Session(SMTP):
             await super().smtp_DATA(arg)
         finally:
             handler.end()
+
+
+@dataclass
+class _SessionLimit:
+    most: int
+    open: int = 0
+
+    def enter(self) -> bool:
+        if self.open >= self.most:
+            return False
+        self.open += 1
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
 
 
 class InboundServer:
@@ -252,6 +300,7 @@ class InboundServer:
         hostname: str,
         authenticate: Authenticator = no_signals,
         max_size: int = MAX_SIZE,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         self.service = service
         self.host = host
@@ -263,17 +312,21 @@ class InboundServer:
             service, self.committer, authenticate=authenticate, limits=mime.Limits()
         )
         self._server: asyncio.base_events.Server | None = None
+        self.limits = _SessionLimit(max_sessions)
 
     def _factory(self) -> SMTP:
-        return _Session(
+        session = _Session(
             self.handler,
             data_size_limit=self.max_size,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=self.hostname,
             ident="MultiMail ESMTP",
-            timeout=120,
+            timeout=SESSION_TIMEOUT,
+            command_call_limit=COMMAND_LIMITS,
         )
+        session.limits = self.limits
+        return session
 
     async def start(self, sock: Any = None) -> None:
         loop = asyncio.get_running_loop()

@@ -5,7 +5,8 @@ Rule 1: claiming and settling are service calls in worker threads (store transac
 Rule 2: a slow remote server holds only its own attempt: the worker keeps claiming while
         fewer than ``concurrency`` attempts are in flight.
 Rule 3: ``stop()`` ends claiming; attempts already handed to the transport are finished and
-        recorded before ``run()`` returns (SIGTERM finishes in-flight deliveries).
+        recorded before ``run()`` returns (SIGTERM finishes in-flight deliveries); recording
+        an answer is retried a few times, since the answer exists only in memory.
 """
 
 from __future__ import annotations
@@ -92,11 +93,28 @@ class DeliveryWorker:
 
     async def _deliver(self, job: Job) -> None:
         replies = await self.transport.send(job.mail_from, job.recipients, job.raw)
-        await asyncio.to_thread(self.service.finish_delivery, job, replies)
+        await _settle(self.service.finish_delivery, job, replies)
 
     async def _send_mail(self, mail: QueuedMail) -> None:
         replies = await self.transport.send(mail.mail_from, mail.recipients, mail.raw)
-        await asyncio.to_thread(self.service.finish_mail, mail, replies)
+        await _settle(self.service.finish_mail, mail, replies)
+
+
+SETTLE_TRIES = 6
+
+
+async def _settle(record: Callable[..., None], *args: object) -> None:
+    """Record the transport's answer, retrying a store that is briefly unavailable: the
+    answer exists only in memory, and losing it turns a delivered message into a failed
+    one at the next start (Rule 3)."""
+    for attempt in range(SETTLE_TRIES):
+        try:
+            await asyncio.to_thread(record, *args)
+            return
+        except Exception:
+            log.exception("recording a delivery answer failed (try %d)", attempt + 1)
+            await asyncio.sleep(0.2 * 2**attempt)
+    log.error("gave up recording a delivery answer; the message fails at the next start")
 
 
 Authenticator = Callable[[bytes, str | None, str | None, str, str], dict[str, object]]

@@ -431,3 +431,18 @@ def test_an_agent_cannot_reply_to_an_auto_reply(tenant: Tenant):
                                {"email_id": auto["id"], "body_text": "Thanks!"})  # fmt: skip
     body = assert_problem(answer, 422, "loop_detected")
     assert "RFC 3834" in body["detail"]
+
+
+def test_one_transaction_stores_one_copy_per_mailbox_and_caps_recipients(tenant: Tenant):
+    box = tenant.mailbox("once")
+    local, domain = box["address"].split("@")
+    spellings = [box["address"], f"{local}+a@{domain}", f"{local.upper()}@{domain}"]
+    smtp_send(tenant.mm, outside_message(box["address"], "Spelled thrice"), spellings)
+    tenant.flush()
+    assert len(tenant.wait_inbound(box["id"])) == 1
+    with smtplib.SMTP("127.0.0.1", tenant.mm.smtp_port, timeout=10) as client:
+        client.ehlo("tester.example")
+        client.mail("alice@outside.example")
+        codes = [client.rcpt(f"{local}+{i}@{domain}")[0] for i in range(101)]
+    assert codes[:100] == [250] * 100
+    assert codes[100] == 452

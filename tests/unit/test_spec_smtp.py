@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from multimail import mime
+from multimail import mime, smtp_in
 from multimail.mailflow import SMTP_REPLIES
 from multimail.smtp_in import MAX_SIZE
 from multimail_core import delivery
@@ -59,6 +59,9 @@ def test_the_limits_are_the_specified_ones():
     assert defaults.max_header_field_size == limits["max_header_field_bytes"]
     assert limits["hop_limit"] == delivery.HOP_LIMIT
     assert limits["received_limit"] == delivery.RECEIVED_LIMIT
+    assert limits["max_recipients"] == smtp_in.MAX_RCPTS
+    assert limits["max_sessions"] == smtp_in.MAX_SESSIONS
+    assert limits["session_timeout_seconds"] == smtp_in.SESSION_TIMEOUT
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,10 @@ class UnsupportedStore(StoreError, NotImplementedError):
 
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
+    def in_transaction(self) -> bool:
+        """Is a transaction open (in any thread)? Caches of stored values fill only outside
+        one, so that nothing a rollback undoes is remembered."""
+        ...
 
     def close(self) -> None: ...
 
@@ -123,7 +127,8 @@ class Store(Protocol):
         limit: int,
         cursor: str | None,
     ) -> tuple[list[MessageRecord], str | None]:
-        """Agent-visible messages of a mailbox, newest first."""
+        """Agent-visible messages of a mailbox, newest first, without their raw bytes
+        (``get_message`` has them)."""
         ...
 
     def thread_messages(self, mailbox_id: str, thread_id: str) -> list[MessageRecord]: ...

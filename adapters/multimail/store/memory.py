@@ -165,6 +165,9 @@ class MemoryStore:
             finally:
                 self._depth = 0
 
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
     def close(self) -> None:
         pass
 
@@ -350,7 +353,7 @@ class MemoryStore:
             and (cursor is None or m.id < cursor)
         ]
         found.sort(key=lambda m: m.id, reverse=True)
-        return page(found[: limit + 1], limit, "id")
+        return page([replace(m, raw=None) for m in found[: limit + 1]], limit, "id")
 
     def thread_messages(self, mailbox_id: str, thread_id: str) -> list[MessageRecord]:
         """Every message of the thread in this mailbox, visible or not; oldest first."""

@@ -249,6 +249,9 @@ class SqliteStore:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -435,7 +438,8 @@ class SqliteStore:
         check_inbox_query(filter, direction)
         check_limit(limit)
         flag = INBOX_FLAG[filter]  # a constant column name, checked above
-        sql = f"SELECT doc, raw FROM messages WHERE mailbox_id = ? AND {flag} = 1"  # noqa: S608
+        # no raw bytes: a listing never needs them, and they may be megabytes each
+        sql = f"SELECT doc, NULL FROM messages WHERE mailbox_id = ? AND {flag} = 1"  # noqa: S608
         params: list[object] = [mailbox_id]
         if direction is not None:
             sql += " AND direction = ?"
