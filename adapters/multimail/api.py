@@ -7,6 +7,7 @@ Pydantic models live only here; unknown fields are refused (422).
 """
 
 import hashlib
+import json
 import logging
 import math
 import threading
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multimail import render
-from multimail.errors import HIDE_AS_NOT_FOUND, STATUS, NotFound, RateLimited
+from multimail.errors import HIDE_AS_NOT_FOUND, STATUS, NotFound, PayloadTooLarge, RateLimited
 from multimail.service import Service, canonical
 from multimail_core.addresses import has_header_breaking_chars
 from multimail_core.approval import Content as EditContent
@@ -265,12 +266,37 @@ def _parse_when(value: str | None) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
+_NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 _PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    **_NO_STORE,
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
 }
+LINK_FORM_MAX = 16 * 1024
+
+
+async def _link_form(request: Request) -> dict[str, str]:
+    """The decision form of an approval link (form-encoded or JSON), read up to
+    LINK_FORM_MAX bytes whatever the Content-Length says (chunked bodies included)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > LINK_FORM_MAX:
+            raise PayloadTooLarge(f"a decision is at most {LINK_FORM_MAX} bytes")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = json.loads(body or b"null")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise InvalidValue("body", "send a JSON object with an action")
+        return {k: str(v) for k, v in data.items() if isinstance(v, (str, int))}
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return dict(pairs)
 
 
 def _wants_json(request: Request) -> bool:
@@ -730,39 +756,48 @@ def create_app(
             raise NotFound(f"this server publishes no TXT record at {name}")
         return {"name": name.lower().rstrip("."), "type": "TXT", "records": records}
 
+    def public_limit(request: Request) -> None:
+        """Public routes are rate limited per client address."""
+        client = request.client.host if request.client else "unknown"
+        limiter.check(f"ip:{client}")
+
     @route("GET", "/v1/approve/{token}", "public", response_model=None)
     def review_page(token: str, request: Request, action: str | None = None) -> Response:
+        public_limit(request)
         try:
             review = service.review_link(token)
-        except NotFound:
-            return HTMLResponse(render.link_error_page("This approval link is not valid."), 404)
+        except NotFound as exc:
+            if _wants_json(request):
+                raise
+            page = render.link_error_page(exc.detail)
+            return HTMLResponse(page, status_code=404, headers=_PAGE_HEADERS)
         if _wants_json(request):
-            return JSONResponse(render.link_view(review, service.clock()))
+            return JSONResponse(render.link_view(review, service.clock()), headers=_NO_STORE)
         page = render.review_page(review, now=service.clock(), preselect=action)
         return HTMLResponse(page, headers=_PAGE_HEADERS)
 
     @route("POST", "/v1/approve/{token}", "public", response_model=None)
     async def decide_by_link(token: str, request: Request) -> Response:
-        form: dict[str, str] = {}
-        if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                body = await request.json()
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                return problem(422, "validation_error", "send a JSON object with an action")
-            form = {k: str(v) for k, v in body.items() if isinstance(v, (str, int))}
-        else:
-            parsed = await request.form()
-            form = {k: str(v) for k, v in parsed.items() if isinstance(v, str)}
-        action = form.get("action", "")
-        if action not in ("approve", "reject"):
-            return problem(422, "validation_error", "action: use approve or reject")
-        approval, record = await run_in_threadpool(
-            service.decide_by_link, token, action, form.get("reason", "")[:1000]
-        )
+        public_limit(request)
+        wants_json = _wants_json(request)
+        try:
+            # the token first: nobody without one gets the body read
+            await run_in_threadpool(service.review_link, token)
+            form = await _link_form(request)
+            action = form.get("action", "")
+            if action not in ("approve", "reject"):
+                raise InvalidValue("action", "use approve or reject")
+            approval, record = await run_in_threadpool(
+                service.decide_by_link, token, action, form.get("reason", "")[:1000]
+            )
+        except MultimailError as exc:
+            if wants_json:
+                raise
+            status = STATUS.get(exc.code, 500)
+            page = render.link_error_page(exc.detail)
+            return HTMLResponse(page, status_code=status, headers=_PAGE_HEADERS)
         kick()
-        if _wants_json(request):
+        if wants_json:
             return JSONResponse(
                 {"pending_id": approval.id, "status": approval.status.value, "email_id": record.id}
             )

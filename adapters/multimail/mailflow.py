@@ -864,12 +864,19 @@ class MailFlow(_Base):
     # --- approval by email ---------------------------------------------------------------
 
     def approval_token(self, approval_id: str, expires_at: int) -> str:
-        body = _b64(json.dumps({"a": approval_id, "e": expires_at}, separators=(",", ":")).encode())
+        """A link credential for one approval: signed, expiring, and bound to the address it
+        was mailed to (changing ``oversight_email`` voids the links sent to the old one)."""
+        apr = self.store.get_approval(approval_id)
+        account = self.store.get_account(apr.account_id) if apr is not None else None
+        claims = {"a": approval_id, "e": expires_at, "o": _addressee(account)}
+        body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         mac = hmac.new(self.link_secret(), body.encode(), hashlib.sha256).digest()
         return f"{body}.{_b64(mac)}"
 
-    def _token_claims(self, token: str) -> tuple[str, int]:
+    def _token_claims(self, token: str) -> tuple[str, int, str]:
         body, _, mac = token.partition(".")
+        if len(token) > 1024:
+            raise NotFound("this approval link is not valid")
         try:
             expected = hmac.new(self.link_secret(), body.encode(), hashlib.sha256).digest()
             # compare the text, not the decoded bytes: base64's unused low bits would let
@@ -877,16 +884,18 @@ class MailFlow(_Base):
             if not hmac.compare_digest(mac.encode(), _b64(expected).encode()):
                 raise NotFound("this approval link is not valid")
             claims = json.loads(_unb64(body))
-            return str(claims["a"]), int(claims["e"])
+            return str(claims["a"]), int(claims["e"]), str(claims["o"])
         except (ValueError, KeyError, TypeError) as exc:
             raise NotFound("this approval link is not valid") from exc
 
     def review_link(self, token: str) -> LinkReview:
         """Public (the token is the credential): what the link lets its holder decide."""
-        approval_id, expires_at = self._token_claims(token)
+        approval_id, expires_at, addressee = self._token_claims(token)
         apr = self.store.get_approval(approval_id)
         if apr is None:
             raise NotFound("this approval link is not valid")
+        if not hmac.compare_digest(addressee, _addressee(self.store.get_account(apr.account_id))):
+            raise NotFound("this approval link was sent to a former oversight address")
         record = self.store.get_message(apr.message_id)
         assert record is not None
         return LinkReview(apr, record, token, expires_at)
@@ -924,6 +933,8 @@ class MailFlow(_Base):
         ]
         if c.cc:
             lines.append(f"Cc:       {', '.join(c.cc)}")
+        if c.bcc:
+            lines.append(f"Bcc:      {', '.join(c.bcc)}  (hidden from the other recipients)")
         lines += [
             f"Subject:  {c.subject}",
             f"Pending:  {approval.id}",
@@ -935,10 +946,21 @@ class MailFlow(_Base):
             "The links open a review page; nothing is decided until you press a button there.",
             "They work once and expire in 7 days.",
             "",
-            "---- the full message " + "-" * 40,
+            "---- the full message (text part) " + "-" * 28,
             "",
             c.body_text,
         ]
+        if c.body_html:
+            lines += [
+                "",
+                "---- the HTML part, as source: it is what mail programs show " + "-" * 4,
+                "",
+                c.body_html,
+            ]
+        if c.attachments:
+            lines += ["", "---- attachments " + "-" * 45]
+            lines += [f"{a.filename or a.attachment_id}  {a.content_type}  {a.size} bytes"
+                      for a in c.attachments]  # fmt: skip
         self.notify_operator(
             approval.account_id,
             subject=f"[MultiMail] Approval needed: {c.subject}"[:200],
@@ -971,6 +993,12 @@ class NoRecipient(MultimailError):
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _addressee(account: Any) -> str:
+    """A short fingerprint of the account's oversight address (bound into link tokens)."""
+    address = (getattr(account, "oversight_email", None) or "").lower()
+    return hashlib.sha256(address.encode()).hexdigest()[:16]
 
 
 def content_from(parsed: mime.Parsed, envelope_sender: str) -> Content:

@@ -300,43 +300,71 @@ def _page(title: str, body: str) -> str:
     return _PAGE.format(title=escape(title), body=body)
 
 
+def _open(review: Any, now: int) -> bool:
+    """A link shows the message only while it can still decide it."""
+    return review.approval.status is ApprovalStatus.PENDING and now <= review.expires_at
+
+
 def link_view(review: Any, now: int) -> dict[str, object]:
     c = review.record.content
-    return {
+    view: dict[str, object] = {
         "pending_id": review.approval.id,
         "status": review.approval.status.value,
         "direction": review.record.direction,
         "mailbox_id": review.approval.mailbox_id,
-        "from": c.sender,
-        "to": list(c.to),
-        "cc": list(c.cc),
-        "subject": c.subject,
-        "body_text": c.body_text,
         "expires_at": iso(review.expires_at),
         "expired": now > review.expires_at,
     }
+    if _open(review, now):
+        view.update(
+            {
+                "from": c.sender,
+                "to": list(c.to),
+                "cc": list(c.cc),
+                "bcc": list(c.bcc),
+                "subject": c.subject,
+                "body_text": c.body_text,
+                "body_html": c.body_html,
+                "attachments": [
+                    {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+                    for a in c.attachments
+                ],
+            }
+        )
+    return view
 
 
 def review_page(review: Any, *, now: int, preselect: str | None = None) -> str:
     c = review.record.content
     apr = review.approval
-    rows = [("Mailbox", apr.mailbox_id), ("From", c.sender), ("To", ", ".join(c.to))]
-    if c.cc:
-        rows.append(("Cc", ", ".join(c.cc)))
-    rows += [("Subject", c.subject), ("Direction", review.record.direction)]
-    table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
-    head = f"<h1>Review a held message</h1><table>{table}</table><pre>{escape(c.body_text)}</pre>"
     if apr.status is not ApprovalStatus.PENDING:
         return _page(
             "Already decided",
-            head + f"<p>This message was already <b>{escape(apr.status.value)}</b>. "
-            "Links work once.</p>",
+            f"<h1>Already decided</h1><p>This message was already "
+            f"<b>{escape(apr.status.value)}</b>. Links work once.</p>",
         )
     if now > review.expires_at:
         return _page(
             "Link expired",
-            head + "<p>This link has expired. Decide in the API or with "
+            "<h1>Link expired</h1><p>This link has expired. Decide in the API or with "
             "<code>multimail approve</code>.</p>",
+        )
+    rows = [("Mailbox", apr.mailbox_id), ("From", c.sender), ("To", ", ".join(c.to))]
+    if c.cc:
+        rows.append(("Cc", ", ".join(c.cc)))
+    if c.bcc:
+        rows.append(("Bcc (hidden from the others)", ", ".join(c.bcc)))
+    rows += [("Subject", c.subject), ("Direction", review.record.direction)]
+    rows += [
+        ("Attachment", f"{a.filename or a.attachment_id} ({a.content_type}, {a.size} bytes)")
+        for a in c.attachments
+    ]
+    table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+    head = f"<h1>Review a held message</h1><table>{table}</table><pre>{escape(c.body_text)}</pre>"
+    if c.body_html:
+        head += (
+            "<h2>HTML part (source; this is what mail programs display)</h2>"
+            f"<pre>{escape(c.body_html)}</pre>"
         )
     hint = ""
     if preselect in ("approve", "reject"):

@@ -256,6 +256,7 @@ class Runtime:
         await self.smtp.stop()
         self.worker.stop()
         await work
+        await self.transport.close()
 
     def stop(self) -> None:
         self.uvicorn.should_exit = True

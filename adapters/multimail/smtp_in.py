@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -36,6 +37,7 @@ log = logging.getLogger("multimail.smtp")
 
 MAX_SIZE = 25 * 1024 * 1024
 MAX_BATCH = 128
+CHECK_THREADS = 8
 MAX_SESSIONS = 256  # open SMTP connections; more get 421 (Postfix: smtpd process limit 100)
 MAX_RCPTS = 100  # per transaction (RFC 5321 §4.5.3.1.8's minimum); more get 452
 SESSION_TIMEOUT = 300  # seconds of silence (RFC 5321 §4.5.3.2 asks for 5 minutes)
@@ -147,6 +149,12 @@ class Handler:
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        #: parsing and sender checks (DNS, up to a few seconds) get their own threads, so
+        #: slow lookups never hold up RCPT answers or the delivery worker
+        self._checks = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="smtp-checks")
+
+    def close(self) -> None:
+        self._checks.shutdown(wait=False, cancel_futures=True)
 
     def begin(self) -> None:
         """A DATA transaction started (its bytes may still be arriving)."""
@@ -204,8 +212,8 @@ class Handler:
         peer = session.peer[0] if isinstance(session.peer, tuple) else None
         helo = session.host_name
         mail_from = envelope.mail_from or ""
-        item = await asyncio.to_thread(
-            self._prepare, raw, mail_from, tuple(envelope.rcpt_tos), peer, helo
+        item = await asyncio.get_running_loop().run_in_executor(
+            self._checks, self._prepare, raw, mail_from, tuple(envelope.rcpt_tos), peer, helo
         )
         if isinstance(item, str):
             return item
@@ -345,6 +353,7 @@ class InboundServer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.handler.idle.wait(), timeout=grace)
         await asyncio.to_thread(self.committer.close)
+        self.handler.close()
 
 
 __all__ = ["Committer", "Handler", "InboundServer", "no_signals"]

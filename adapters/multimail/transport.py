@@ -177,6 +177,9 @@ class Transport:
                     timeout=self.timeout,
                     use_tls=bool(relay and relay.implicit_tls),
                     start_tls=True if relay and relay.starttls else None,
+                    # STARTTLS when offered; certificates are checked for the relay we were
+                    # told to use, not for MX hosts (opportunistic TLS, RFC 7435, as MTAs do)
+                    validate_certs=relay is not None,
                 )
                 await client.connect()
                 if relay is not None and relay.username:

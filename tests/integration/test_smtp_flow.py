@@ -446,3 +446,72 @@ def test_one_transaction_stores_one_copy_per_mailbox_and_caps_recipients(tenant:
         codes = [client.rcpt(f"{local}+{i}@{domain}")[0] for i in range(101)]
     assert codes[:100] == [250] * 100
     assert codes[100] == 452
+
+
+# --- what an approval link shows, and for how long ------------------------------------------
+
+
+def _held_with_link(tenant: Tenant, sink: Sink, ops: str, **body) -> tuple[dict, str]:
+    box = tenant.mailbox(unique("held"), "gated_send")
+    sent = tenant.admin.ok("POST", f"/v1/mailboxes/{box['id']}/send",
+                           {"to": ["client@customer.example"], **body}, expect=202)  # fmt: skip
+    [request] = sink.wait(ops)
+    return sent, _token(request.data)
+
+
+def test_the_reviewer_sees_bcc_html_and_attachments_before_deciding(
+    tenant: Tenant, sink: Sink, ops: str
+):
+    _, token = _held_with_link(
+        tenant, sink, ops, subject="Offer", body_text="Harmless text.",
+        body_html="<p>Click <a href='http://evil.example/'>here</a></p>",
+        bcc=["silent@watcher.example"],
+    )  # fmt: skip
+    page = httpx.get(f"{tenant.mm.api_url}/v1/approve/{token}")
+    assert page.status_code == 200
+    assert "silent@watcher.example" in page.text
+    assert "http://evil.example/" in page.text  # the HTML source is shown...
+    assert "<a href='http://evil.example/'>" not in page.text  # ...escaped, never rendered
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    view = httpx.get(f"{tenant.mm.api_url}/v1/approve/{token}",
+                     headers={"Accept": "application/json"}).json()  # fmt: skip
+    assert view["bcc"] == ["silent@watcher.example"]
+    assert "evil.example" in view["body_html"]
+
+
+def test_a_decided_link_shows_nothing_of_the_message_any_more(tenant: Tenant, sink: Sink, ops: str):
+    _, token = _held_with_link(tenant, sink, ops, subject="Secret plan", body_text="Step one.")
+    url = f"{tenant.mm.api_url}/v1/approve/{token}"
+    assert httpx.post(url, data={"action": "reject"}).status_code == 200
+    page = httpx.get(url)
+    assert "already" in page.text
+    assert "Step one." not in page.text
+    assert "Secret plan" not in page.text
+    view = httpx.get(url, headers={"Accept": "application/json"}).json()
+    assert view["status"] == "rejected"
+    assert "body_text" not in view
+    again = httpx.post(url, data={"action": "approve"})
+    assert again.status_code == 409
+    assert again.headers["content-type"].startswith("text/html")
+
+
+def test_changing_the_oversight_address_voids_links_sent_to_the_old_one(
+    tenant: Tenant, sink: Sink, ops: str
+):
+    sent, token = _held_with_link(tenant, sink, ops, subject="Old link", body_text="x")
+    tenant.admin.ok("PATCH", "/v1/account", {"oversight_email": "new-ops@operators.example"})
+    url = f"{tenant.mm.api_url}/v1/approve/{token}"
+    assert httpx.get(url).status_code == 404
+    assert httpx.post(url, data={"action": "approve"}).status_code == 404
+    assert tenant.admin.email(sent["message_id"])["status"] == "pending_approval"
+
+
+def test_a_link_post_without_a_valid_token_reads_no_body(tenant: Tenant):
+    url = f"{tenant.mm.api_url}/v1/approve/not.valid"
+
+    def endless():
+        for _ in range(10_000):
+            yield b"x" * 1024
+
+    answer = httpx.post(url, content=endless(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 404
