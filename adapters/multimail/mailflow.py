@@ -6,8 +6,10 @@ Rule 1: every state change happens in one store transaction with its events and 
 Rule 2: a delivery attempt is claimed (``sending``) and committed *before* the transport is
         called, and settled in a second transaction after it answered. A crash in between
         leaves the message ``sending``; at the next start it is failed, never re-sent (P7).
-Rule 3: each recipient is handed over at most once: recipients already delivered are kept in
-        the message's ``meta["delivered"]`` and left out of any retry.
+        A message that cannot be built or signed fails at once, alone (``_abandon``).
+Rule 3: each recipient is handed over at most once: recipients that took the message,
+        refused it for good, or were withheld (``meta["delivered"|"bounced"|"withheld"]``)
+        are left out of any retry.
 Rule 4: a batch of SMTP arrivals commits in one transaction; if the batch fails, each arrival
         is retried alone so that one bad message cannot refuse the others.
 Rule 5: the decisions (hold or deliver, retry or bounce, warn or demote, loop or not) are the
@@ -548,18 +550,23 @@ class MailFlow(_Base):
             state, events = outbound.apply(state, outbound.Release(), now=now)
             self._emit(state.account_id, events, now)
         # Recipients this message has already settled (taken it, or refused it for good and
-        # so been suppressed by it) do not cancel the attempt for the others.
-        settled = {
-            reputation.normalize_for_suppression(a)
-            for a in (
-                *_strings(record.meta.get("delivered")),
-                *_strings(record.meta.get("bounced")),
-            )
-        }
+        # so been suppressed by it) do not cancel the attempt for the others. Once someone
+        # has the message, a waiting recipient suppressed since is withheld (never sent to,
+        # P14) rather than cancelling the message for everyone else.
+        settled_raw = _settled(record.meta)
+        settled = {reputation.normalize_for_suppression(a) for a in settled_raw}
         suppressed = self._suppressed(state.account_id) - settled
+        meta = record.meta
+        if record.meta.get("delivered"):
+            pending = [r for r in state.recipients if r.lower() not in settled_raw]
+            withheld = [r for r in pending if reputation.normalize_for_suppression(r) in suppressed]
+            if withheld:
+                meta = {**meta, "withheld": sorted({*_strings(meta.get("withheld")),
+                                                    *(r.lower() for r in withheld)})}  # fmt: skip
+                suppressed -= {reputation.normalize_for_suppression(r) for r in withheld}
         state, events = workflows.start_delivery(box, state, suppressed=suppressed, now=now)
         self._emit(state.account_id, events, now)
-        self.store.update_message(replace(record, state=state))
+        self.store.update_message(replace(record, state=state, meta=meta))
         if state.status is outbound.Status.CANCELLED:
             return None
         return box, state
@@ -569,9 +576,7 @@ class MailFlow(_Base):
         state = record.state
         assert isinstance(state, outbound.Outbound)
         raw = record.raw or b""
-        done = set(_strings(record.meta.get("delivered"))) | set(
-            _strings(record.meta.get("bounced"))
-        )
+        done = _settled(record.meta)
         replies: dict[str, tuple[int, str]] = {}
         external: list[str] = []
         for rcpt in state.recipients:
@@ -1074,6 +1079,16 @@ def _merged(
     out = dict(meta)
     out["attempt"] = {r: [c, t] for r, (c, t) in replies.items()}
     return out
+
+
+def _settled(meta: Mapping[str, object]) -> set[str]:
+    """Recipients (lowercased) a message is done with: took it, refused it for good, or were
+    withheld because they were suppressed while it waited."""
+    return {
+        *_strings(meta.get("delivered")),
+        *_strings(meta.get("bounced")),
+        *_strings(meta.get("withheld")),
+    }
 
 
 def _strings(value: object) -> tuple[str, ...]:

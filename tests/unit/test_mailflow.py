@@ -367,6 +367,41 @@ def test_a_bounce_in_one_attempt_does_not_cancel_the_retry_for_another_recipient
     assert world.state(mid).status is not outbound.Status.CANCELLED
 
 
+def test_a_recipient_suppressed_while_waiting_is_withheld_not_the_whole_message(
+    world: World,
+) -> None:
+    """Once someone has the message, a waiting recipient suppressed since is skipped
+    (P14) and the others still get it; nothing is 'cancelled' after a hand-off (P7)."""
+    box = world.new_box(OversightMode.AUTONOMOUS)
+    world.transport.replies.update({"b@two.example": LATER, "c@three.example": LATER})
+    mid = send(world, box, "a@one.example", "b@two.example", "c@three.example")
+    world.service.run_deliveries()
+    assert world.state(mid).status is outbound.Status.DEFERRED
+    world.service.add_suppression(world.admin, "b@two.example")
+    world.clock.now = world.state(mid).next_attempt_at or 0
+    world.transport.replies.update({"b@two.example": OK, "c@three.example": OK})
+    world.service.run_deliveries()
+    assert world.transport.handed("a@one.example") == 1
+    assert world.transport.handed("b@two.example") == 1  # the first, deferred attempt only
+    assert world.transport.handed("c@three.example") == 2
+    state = world.state(mid)
+    assert state.status is outbound.Status.SENT
+    assert state.handoffs == 1
+    assert world.message(mid).meta["withheld"] == ["b@two.example"]
+
+
+def test_a_suppressed_recipient_still_cancels_a_message_nobody_has_yet(world: World) -> None:
+    box = world.new_box(OversightMode.AUTONOMOUS)
+    world.transport.replies.update({"a@one.example": LATER, "b@two.example": LATER})
+    mid = send(world, box, "a@one.example", "b@two.example")
+    world.service.run_deliveries()
+    world.service.add_suppression(world.admin, "b@two.example")
+    world.clock.now = world.state(mid).next_attempt_at or 0
+    world.service.run_deliveries()
+    assert world.state(mid).status is outbound.Status.CANCELLED
+    assert world.transport.handed("a@one.example") == 1
+
+
 # --- 5: approval by email ------------------------------------------------------------------
 
 TOKEN = re.compile(rb"/v1/approve/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
