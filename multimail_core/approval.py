@@ -160,3 +160,19 @@ def apply(approval: Approval, command: Command, *, now: int) -> tuple[Approval, 
         edited=edited,
     )
     return decided, edited is not None
+
+
+#: How long an emailed approval link can decide (PRODUCT §4: signed, single-use, expiring).
+LINK_TTL_MS = 7 * 86_400_000
+
+
+@icontract.require(lambda now, expires_at: now >= 0 and expires_at >= 0)
+@icontract.ensure(
+    lambda approval, now, expires_at, result: (
+        result == (approval.status is Status.PENDING and now <= expires_at)
+    )
+)
+def link_open(approval: Approval, *, now: int, expires_at: int) -> bool:
+    """May an emailed link still decide (and show) this approval? Only while it is pending
+    and the link has not expired: a decided approval makes every link spent (single use)."""
+    return approval.status is Status.PENDING and now <= expires_at

@@ -10,14 +10,14 @@ Rule 3: the shell never decides anything these functions decide; it only loads a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import icontract
 
 from multimail_core import approval as approvals
 from multimail_core import authorization as authz
-from multimail_core import inbound, mailbox, outbound, oversight, reputation
+from multimail_core import delivery, inbound, mailbox, outbound, oversight, reputation
 from multimail_core.addresses import Address, parse_address
 from multimail_core.authorization import (
     OPERATIONS,
@@ -591,3 +591,102 @@ def suppressions_for(outcome: reputation.Outcome, recipients: Sequence[str]) -> 
     if reputation.suppression_for(outcome) is None:
         return ()
     return tuple(dict.fromkeys(reputation.normalize_for_suppression(r) for r in recipients))
+
+
+# --- settling one delivery attempt --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one delivery attempt of a message amounts to, for the shell to store.
+
+    ``delivered``/``bounced``: every recipient (lowercased) that took the message or refused
+    it for good, over all attempts. ``copy_now``: make the monitored copy in this
+    transaction (P4). ``facts``: the reputation facts to record. ``suppress``: addresses for
+    the suppression list (P14).
+    """
+
+    message: outbound.Outbound
+    events: tuple[Event, ...]
+    delivered: frozenset[str]
+    bounced: frozenset[str]
+    copy_now: bool
+    facts: tuple[reputation.Outcome, ...]
+    suppress: tuple[str, ...]
+
+
+def _all_parse(addresses: Sequence[str]) -> bool:
+    return all(_parses(a) for a in addresses)
+
+
+@icontract.require(lambda message: message.status is outbound.Status.SENDING)
+@icontract.require(lambda replies: len(replies) > 0 and _all_parse(list(replies)))
+@icontract.require(lambda replies: all(0 <= code <= 999 for code, _ in replies.values()))
+@icontract.require(lambda draw: 0 <= draw <= delivery.JITTER_DRAW_MAX)
+@icontract.ensure(lambda delivered, result: delivered <= result.delivered)
+@icontract.ensure(lambda bounced, result: bounced <= result.bounced)
+@icontract.ensure(
+    lambda message, copied, delivered, result: (
+        result.copy_now
+        == (message.monitored and not copied and not delivered and bool(result.delivered))
+    ),
+    "P4: one copy, made when the first recipient takes a monitored message",
+)
+@icontract.ensure(
+    lambda bounced, result: (
+        result.facts.count(reputation.Outcome.HARD_BOUNCE)
+        == (1 if result.bounced and not bounced else 0)
+    ),
+    "one hard-bounce fact per message",
+)
+@icontract.ensure(
+    lambda result: result.message.status is not outbound.Status.SENT or not result.bounced,
+    "a sent message with a refused recipient is bounced",
+)
+def settle_attempt(
+    message: outbound.Outbound,
+    replies: Mapping[str, tuple[int, str]],
+    *,
+    delivered: frozenset[str],
+    bounced: frozenset[str],
+    copied: bool,
+    local_only: bool,
+    draw: int,
+    now: int,
+) -> Settled:
+    """Record one attempt's per-recipient replies (``delivery.settle``) on the message.
+
+    The message takes the attempt's reply (deferred while anyone waits); once sent it is
+    bounced if any recipient refused for good in any attempt, else delivered when every
+    recipient was a local mailbox (storing it there is delivery).
+    """
+    verdict = delivery.settle(replies, delivered_before=len(delivered))
+    after, events = outbound.apply(
+        message, outbound.RecordAttempt(verdict.code, verdict.text, draw), now=now
+    )
+    now_delivered = delivered | {r.lower() for r in verdict.accepted}
+    now_bounced = bounced | {r.lower() for r in verdict.permanent}
+    facts: list[reputation.Outcome] = []
+    if now_bounced and not bounced:
+        facts.append(reputation.Outcome.HARD_BOUNCE)
+    if after.status is outbound.Status.SENT:
+        facts.append(reputation.Outcome.SENT)
+        if now_bounced:
+            reply = "; ".join(f"{r}: {replies[r][0]} {replies[r][1]}" for r in verdict.permanent)
+            after, more = outbound.apply(
+                after, outbound.RecordBounce(tuple(sorted(now_bounced)), reply), now=now
+            )
+            events += more
+        elif local_only:
+            after, more = outbound.apply(after, outbound.ConfirmDelivery(), now=now)
+            events += more
+            facts.append(reputation.Outcome.DELIVERED)
+    return Settled(
+        message=after,
+        events=events,
+        delivered=frozenset(now_delivered),
+        bounced=frozenset(now_bounced),
+        copy_now=message.monitored and not copied and not delivered and bool(now_delivered),
+        facts=tuple(facts),
+        suppress=suppressions_for(reputation.Outcome.HARD_BOUNCE, list(verdict.permanent)),
+    )

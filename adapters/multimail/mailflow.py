@@ -35,7 +35,7 @@ from multimail.errors import AlreadyDecided, LinkExpired, NotFound
 from multimail.records import Attachment, Content, MessageRecord, QueuedMail, ReputationFact
 from multimail.records import Suppression as SuppressionRecord
 from multimail_core import approval as approvals
-from multimail_core import delivery, inbound, mailbox, outbound, reputation, workflows
+from multimail_core import delivery, inbound, mailbox, mailqueue, outbound, reputation, workflows
 from multimail_core.addresses import base, parse_address
 from multimail_core.authorization import Key, Scope
 from multimail_core.errors import InvalidAddress, InvalidValue, MultimailError
@@ -67,7 +67,6 @@ log = logging.getLogger("multimail.mail")
 
 HOPS_HEADER = "X-MultiMail-Hops"
 COPY_HEADER = "X-MultiMail-Oversight-Copy"
-LINK_TTL_MS = 7 * 86_400_000
 RCPT_CACHE_TTL = 2.0  # seconds; another process's mailbox change is seen within this
 RCPT_CACHE_SIZE = 10_000
 DKIM_SELECTORS = (("mm1", "rsa-sha256"), ("mm1ed", "ed25519-sha256"))
@@ -471,11 +470,13 @@ class MailFlow(_Base):
         for mail in self.store.mail_in_flight():
             with self._tx():
                 now = self.clock()
-                # A copy must not arrive twice (P4); a request or notice may, so it is retried.
-                if mail.purpose == "oversight_copy":
-                    after = replace(mail, status="failed", last_reply="interrupted; not resent")
-                else:
-                    after = replace(mail, status="deferred", next_attempt_at=now)
+                status = mailqueue.after_crash(mailqueue.Purpose(mail.purpose))
+                after = replace(
+                    mail,
+                    status=status.value,
+                    last_reply="interrupted mid-attempt",
+                    next_attempt_at=now if status is mailqueue.Status.DEFERRED else None,
+                )
                 self.store.update_mail(after)
                 self._audit(
                     mail.account_id, None, "mail.interrupted", "mail", mail.id, now,
@@ -621,70 +622,47 @@ class MailFlow(_Base):
         *,
         local_only: bool,
     ) -> None:
-        """Record one attempt's per-recipient replies (Rules 2, 3).
-
-        ``meta.delivered`` and ``meta.bounced`` hold the recipients that took the message or
-        refused it for good, in any attempt; neither is ever part of a later attempt. The
-        mailbox's reputation gets one hard-bounce fact per message, however many of its
-        recipients bounce; the oversight copy of a monitored message is made once, when the
-        first recipient takes it (P4).
-        """
+        """Store one attempt's outcome as ``workflows.settle_attempt`` decides it (Rule 3)."""
         state = record.state
         assert isinstance(state, outbound.Outbound)
-        delivered = set(_strings(record.meta.get("delivered")))
-        bounced = set(_strings(record.meta.get("bounced")))
+        delivered = frozenset(_strings(record.meta.get("delivered")))
+        bounced = frozenset(_strings(record.meta.get("bounced")))
         if not replies:  # nothing was pending: settle on what earlier attempts recorded
             replies = dict.fromkeys(sorted(delivered), (250, "2.0.0 delivered earlier"))
             replies.update(dict.fromkeys(sorted(bounced), (550, "5.0.0 refused earlier")))
-        verdict = delivery.settle(replies, delivered_before=len(delivered))
-        draw = secrets.randbelow(delivery.JITTER_DRAW_MAX + 1)
-        state, events = outbound.apply(
-            state, outbound.RecordAttempt(verdict.code, verdict.text, draw), now=now
+        settled = workflows.settle_attempt(
+            state,
+            replies,
+            delivered=delivered,
+            bounced=bounced,
+            copied=bool(record.meta.get("copied")),
+            local_only=local_only,
+            draw=secrets.randbelow(delivery.JITTER_DRAW_MAX + 1),
+            now=now,
         )
-        self._emit(state.account_id, events, now)
-        first_taker = not delivered and bool(verdict.accepted)
-        first_bounce = not bounced and bool(verdict.permanent)
-        delivered |= {r.lower() for r in verdict.accepted}
-        bounced |= {r.lower() for r in verdict.permanent}
+        state = settled.message
+        self._emit(state.account_id, settled.events, now)
         meta = {k: v for k, v in record.meta.items() if k != "attempt"}
-        meta["delivered"] = sorted(delivered)
-        meta["bounced"] = sorted(bounced)
+        meta["delivered"] = sorted(settled.delivered)
+        meta["bounced"] = sorted(settled.bounced)
         meta["replies"] = {**dict(meta.get("replies", {})), **{  # type: ignore[call-overload]
             r: f"{c} {t}".strip() for r, (c, t) in replies.items()
         }}  # fmt: skip
-        if verdict.permanent:
-            if first_bounce:
-                self.store.add_fact(
-                    ReputationFact(state.mailbox_id, reputation.Outcome.HARD_BOUNCE.value, now)
-                )
-            self._suppress(
-                state, reputation.Outcome.HARD_BOUNCE, _parseable(verdict.permanent), now
+        for outcome in settled.facts:
+            self.store.add_fact(ReputationFact(state.mailbox_id, outcome.value, now))
+        for address in settled.suppress:
+            self.store.add_suppression(
+                SuppressionRecord(state.account_id, address, "hard_bounce", state.mailbox_id, now)
             )
-        if first_taker and state.monitored and not meta.get("copied"):
+        if settled.copy_now:
             meta["copied"] = True
             self._oversight_copy(replace(record, state=state), now)
-        if state.status is outbound.Status.SENT:
-            self.store.add_fact(
-                ReputationFact(state.mailbox_id, reputation.Outcome.SENT.value, now)
-            )
-            if bounced:
-                reply = "; ".join(f"{r}: {meta['replies'].get(r, '')}" for r in sorted(bounced))  # type: ignore[attr-defined]
-                state, events = outbound.apply(
-                    state, outbound.RecordBounce(_parseable(sorted(bounced)), reply), now=now
-                )
-                self._emit(state.account_id, events, now)
-            elif local_only:  # stored in the recipients' mailboxes: that is delivery
-                state, events = outbound.apply(state, outbound.ConfirmDelivery(), now=now)
-                self._emit(state.account_id, events, now)
-                self.store.add_fact(
-                    ReputationFact(state.mailbox_id, reputation.Outcome.DELIVERED.value, now)
-                )
         self.store.update_message(replace(record, state=state, meta=meta))
         self._audit(
             state.account_id, None, "message.attempt", "message", state.id, now,
             status=state.status, replies=meta["replies"],
         )  # fmt: skip
-        if verdict.permanent:
+        if settled.suppress:
             self._enforce(state.mailbox_id, now)
 
     def signed_raw(
@@ -815,7 +793,7 @@ class MailFlow(_Base):
             purpose=purpose,
             mail_from="",
             recipients=(to,),
-            status="queued",
+            status=mailqueue.Status.QUEUED.value,
             created_at=now,
             next_attempt_at=now,
             related_id=related_id,
@@ -834,32 +812,29 @@ class MailFlow(_Base):
         for mail in self.store.due_mail(now, limit):
             with self._tx():
                 current = self.store.get_mail(mail.id)
-                if current is None or current.status not in ("queued", "deferred"):
+                if current is None or mailqueue.Status(current.status) not in mailqueue.DUE:
                     continue
-                current = replace(current, status="sending", attempts=current.attempts + 1)
+                current = replace(
+                    current, status=mailqueue.Status.SENDING.value, attempts=current.attempts + 1
+                )
                 self.store.update_mail(current)
             claimed.append(current)
         return claimed
 
     def finish_mail(self, mail: QueuedMail, replies: Mapping[str, tuple[int, str]]) -> None:
+        """Record the transport's answer for server mail (``mailqueue.after_attempt``)."""
         with self._tx():
             now = self.clock()
             verdict = delivery.settle(replies)
-            kind = delivery.classify_reply(verdict.code, verdict.text)
+            status, at = mailqueue.after_attempt(
+                mail.attempts,
+                verdict.code,
+                verdict.text,
+                draw=secrets.randbelow(delivery.JITTER_DRAW_MAX + 1),
+                now=now,
+            )
             reply = f"{verdict.code} {verdict.text}"
-            if kind is delivery.ReplyClass.ACCEPTED:
-                after = replace(mail, status="sent", last_reply=reply, next_attempt_at=None)
-            elif kind is delivery.ReplyClass.PERMANENT:
-                after = replace(mail, status="failed", last_reply=reply, next_attempt_at=None)
-            else:
-                wait = delivery.delivery_retry_delay(mail.attempts)
-                if wait is None:
-                    after = replace(mail, status="failed", last_reply=reply, next_attempt_at=None)
-                else:
-                    at = delivery.next_attempt_at(
-                        now, delivery.with_jitter(wait, secrets.randbelow(1001))
-                    )
-                    after = replace(mail, status="deferred", last_reply=reply, next_attempt_at=at)
+            after = replace(mail, status=status.value, last_reply=reply, next_attempt_at=at)
             self.store.update_mail(after)
             self._audit(
                 mail.account_id, None, "mail.attempt", "mail", mail.id, now,
@@ -909,9 +884,9 @@ class MailFlow(_Base):
         self, token: str, action: str, reason: str = ""
     ) -> tuple[approvals.Approval, MessageRecord]:
         review = self.review_link(token)
-        if review.approval.status is not approvals.Status.PENDING:
-            raise AlreadyDecided(f"this message was already {review.approval.status.value}")
-        if self.clock() > review.expires_at:
+        if not approvals.link_open(review.approval, now=self.clock(), expires_at=review.expires_at):
+            if review.approval.status is not approvals.Status.PENDING:
+                raise AlreadyDecided(f"this message was already {review.approval.status.value}")
             raise LinkExpired("this approval link has expired; decide in the API or CLI")
         reviewer = Key(
             id=f"link:{review.approval.id}",
@@ -924,7 +899,7 @@ class MailFlow(_Base):
         self, approval: approvals.Approval, record: MessageRecord, now: int
     ) -> None:
         """Mail the operator the full draft and approve/reject links (PRODUCT §4)."""
-        expires = now + LINK_TTL_MS
+        expires = now + approvals.LINK_TTL_MS
         token = self.approval_token(approval.id, expires)
         link = f"{self.config.public_url}/v1/approve/{token}"
         c = record.content

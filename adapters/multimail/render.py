@@ -21,6 +21,7 @@ from multimail.records import (
     MessageRecord,
     Suppression,
 )
+from multimail_core import approval as approval_rules
 from multimail_core import inbound, outbound, reputation
 from multimail_core.approval import Approval
 from multimail_core.approval import Status as ApprovalStatus
@@ -302,7 +303,7 @@ def _page(title: str, body: str) -> str:
 
 def _open(review: Any, now: int) -> bool:
     """A link shows the message only while it can still decide it."""
-    return review.approval.status is ApprovalStatus.PENDING and now <= review.expires_at
+    return approval_rules.link_open(review.approval, now=now, expires_at=review.expires_at)
 
 
 def link_view(review: Any, now: int) -> dict[str, object]:

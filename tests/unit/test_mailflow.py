@@ -24,13 +24,14 @@ from hypothesis import strategies as st
 
 from multimail import mime, reports
 from multimail.errors import AlreadyDecided, LinkExpired, LoopDetected, NotFound
-from multimail.mailflow import LINK_TTL_MS, Accepted, Incoming, NoRecipient
+from multimail.mailflow import Accepted, Incoming, NoRecipient
 from multimail.records import MessageRecord, QueuedMail
 from multimail.service import Config, Service
 from multimail.store.memory import MemoryStore
 from multimail.verify import VerifyResult, verify_message
 from multimail_core import approval as approvals
 from multimail_core import delivery, inbound, mailbox, outbound
+from multimail_core.approval import LINK_TTL_MS
 from multimail_core.authorization import Key
 from multimail_core.errors import MultimailError
 from multimail_core.modes import OversightMode
