@@ -70,3 +70,19 @@ def test_the_limits_are_the_specified_ones():
 )
 def test_loop_limits_are_inclusive_at_the_stated_numbers(hops, received, loop):
     assert delivery.loop_suspected(hops, received) is loop
+
+
+def test_server_mail_table():
+    from multimail_core import mailqueue
+
+    table = SPEC["server_mail"]
+    assert table["statuses"] == [s.value for s in mailqueue.Status]
+    assert sorted(table["due"]) == sorted(s.value for s in mailqueue.DUE)
+    assert table["purposes"] == [p.value for p in mailqueue.Purpose]
+    assert sorted(table["never_resent_after_a_crash"]) == sorted(
+        p.value for p in mailqueue.AT_MOST_ONCE
+    )
+    for purpose in mailqueue.Purpose:
+        crashed = mailqueue.after_crash(purpose)
+        resent = purpose.value not in table["never_resent_after_a_crash"]
+        assert (crashed is mailqueue.Status.DEFERRED) == resent
