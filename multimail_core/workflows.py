@@ -643,6 +643,18 @@ def _all_parse(addresses: Sequence[str]) -> bool:
     lambda result: result.message.status is not outbound.Status.SENT or not result.bounced,
     "a sent message with a refused recipient is bounced",
 )
+@icontract.ensure(
+    lambda result: (
+        result.facts.count(reputation.Outcome.SENT)
+        == (
+            1
+            if result.message.status
+            in (outbound.Status.SENT, outbound.Status.DELIVERED, outbound.Status.BOUNCED)
+            else 0
+        )
+    ),
+    "a message counts as sent once, when its fate is known",
+)
 def settle_attempt(
     message: outbound.Outbound,
     replies: Mapping[str, tuple[int, str]],
@@ -669,8 +681,11 @@ def settle_attempt(
     facts: list[reputation.Outcome] = []
     if now_bounced and not bounced:
         facts.append(reputation.Outcome.HARD_BOUNCE)
-    if after.status is outbound.Status.SENT:
+    if after.status in (outbound.Status.SENT, outbound.Status.BOUNCED):
+        # the message's fate is known: it counts as sent, whether taken or refused (a bounce
+        # rate is bounces over sends, so a refused message must count in both)
         facts.append(reputation.Outcome.SENT)
+    if after.status is outbound.Status.SENT:
         if now_bounced:
             reply = "; ".join(f"{r}: {replies[r][0]} {replies[r][1]}" for r in verdict.permanent)
             after, more = outbound.apply(

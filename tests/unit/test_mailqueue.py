@@ -87,4 +87,5 @@ def test_one_attempt_settles_per_recipient(codes, monitored, copied, delivered_b
         assert status is outbound.Status.SENT
     assert result.copy_now == (monitored and not copied and not before and bool(accepted))
     assert (reputation.Outcome.HARD_BOUNCE in result.facts) == bool(refused)
+    assert result.facts.count(reputation.Outcome.SENT) == (0 if waiting else 1)
     assert set(result.suppress) == refused
