@@ -268,3 +268,74 @@ def test_sigkill_loses_no_reported_commit(tmp_path: Path, synchronous: str) -> N
         assert len(stored) >= len(reported)
     finally:
         store.close()
+
+
+def test_a_version_1_database_with_mail_is_migrated_in_place(tmp_path: Path):
+    """Schema v2 (real email) adds the sender column, backfilled from the stored documents,
+    the key store and the mail queue; mail stored by v1 reads back unchanged."""
+    import json
+
+    import sqlite_utils
+
+    from multimail.store import codec
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    MIGRATIONS[0](sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("COMMIT")
+    conn.close()
+    # what a v1 server stored: the same documents, without the fields v2 added
+    store = SqliteStore(tmp_path / "scratch.db")
+    account = Account("acc_01JDQ8ZK3V5T7W9X2B4C6D8E0G", "a", None, "a", OversightMode.GATED_SEND, 1)
+    box, _ = mailbox.create(
+        "mbx_01JDQ8ZK3V5T7W9X2B4C6D8E0F", account.id, parse_address("agent@a.agents.test"),
+        display_name="agent", mode=OversightMode.AUTONOMOUS, webhook_url=None, now=1,
+    )  # fmt: skip
+    message = MessageRecord(
+        inbound.Inbound(
+            id="msg_01JDQ8ZK3V5T7W9X2B4C6D8E0J", mailbox_id=box.id, account_id=account.id,
+            thread_id="thr_01JDQ8ZK3V5T7W9X2B4C6D8E0K", sender="Alice@Outside.example",
+            subject="old", kind=inbound.Kind.PERSONAL, status=inbound.Status.UNREAD,
+            received_at=2,
+        ),
+        MessageContent("Alice@Outside.example", (box.address.normalized(),), (), (), "old",
+                       "stored by v1", None, (), "<old@outside.example>", None, ()),
+    )  # fmt: skip
+    store.close()
+    doc = json.loads(codec.dumps(message))
+    doc.pop("meta")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "INSERT INTO accounts (id, slug, doc) VALUES (?, ?, ?)",
+        [account.id, account.slug, codec.dumps(account)],
+    )
+    conn.execute(
+        "INSERT INTO mailboxes (id, account_id, address, status, doc) VALUES (?, ?, ?, ?, ?)",
+        [box.id, account.id, box.address.normalized(), box.status.value, codec.dumps(box)],
+    )
+    conn.execute(
+        "INSERT INTO messages (id, mailbox_id, account_id, thread_id, direction, status, "
+        "visible, unread, requires_action, created_at, message_id_header, doc, raw) "
+        "VALUES (?, ?, ?, ?, 'inbound', 'unread', 1, 1, 1, 2, ?, ?, ?)",
+        [message.id, box.id, account.id, message.state.thread_id, "<old@outside.example>",
+         json.dumps(doc), b"raw bytes of v1"],
+    )  # fmt: skip
+    conn.close()
+
+    migrated = SqliteStore(path)
+    try:
+        assert migrated.schema_version() == len(MIGRATIONS) == 2
+        got = migrated.get_message(message.id)
+        assert got is not None
+        assert got.content == message.content
+        assert got.raw == b"raw bytes of v1"
+        assert got.meta == {}
+        assert migrated.count_from_sender(box.id, "alice@outside.example") == 1
+        assert migrated.kv_get("dkim:a.agents.test") is None
+        assert migrated.due_mail(10**15, 10) == []
+    finally:
+        migrated.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
