@@ -186,6 +186,8 @@ class SqliteStore:
         self.db = sqlite_utils.Database(self._conn, recursive_triggers=False, execute_plugins=False)
         self._lock = threading.RLock()
         self._depth = 0
+        self._tx_event_seq: int | None = None
+        self._tx_audit_heads: dict[str, AuditEntry | None] = {}
         self.audit_chunk = AUDIT_CHUNK
         try:
             self._configure(busy_timeout_ms)
@@ -232,6 +234,11 @@ class SqliteStore:
                 return
             self._conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
+            # what this transaction has read or written, kept only while it is open (the
+            # write lock is ours, so nobody else can change it): saves a query per event
+            # and per audit entry on the hot path
+            self._tx_event_seq = None
+            self._tx_audit_heads = {}
             try:
                 yield
             except BaseException:
@@ -531,7 +538,10 @@ class SqliteStore:
 
     def append_event(self, event: EventRecord) -> EventRecord:
         with self.transaction():
-            (seq,) = self._rows("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")[0]
+            if self._tx_event_seq is None:
+                (seq,) = self._rows("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")[0]
+            else:
+                seq = self._tx_event_seq
             stored = replace(event, seq=seq)
             self._write(
                 "INSERT INTO events (seq, id, account_id, mailbox_id, type, created_at, doc) "
@@ -546,6 +556,7 @@ class SqliteStore:
                     codec.dumps(stored),
                 ],
             )
+            self._tx_event_seq = seq + 1
             return stored
 
     def list_events(
@@ -568,17 +579,25 @@ class SqliteStore:
         return self._docs(EventRecord, sql + " ORDER BY seq LIMIT ?", [*params, limit])
 
     def last_audit(self, account_id: str) -> AuditEntry | None:
-        return self._doc(
-            AuditEntry,
-            "SELECT doc FROM audit WHERE account_id = ? ORDER BY seq DESC LIMIT 1",
-            [account_id],
-        )
+        with self._lock:
+            if self._depth and account_id in self._tx_audit_heads:
+                return self._tx_audit_heads[account_id]
+            head = self._doc(
+                AuditEntry,
+                "SELECT doc FROM audit WHERE account_id = ? ORDER BY seq DESC LIMIT 1",
+                [account_id],
+            )
+            if self._depth:
+                self._tx_audit_heads[account_id] = head
+            return head
 
     def append_audit(self, entry: AuditEntry) -> None:
-        self._write(
-            "INSERT INTO audit (id, account_id, seq, doc) VALUES (?, ?, ?, ?)",
-            [entry.id, entry.account_id, entry.seq, codec.dumps(entry)],
-        )
+        with self.transaction():
+            self._write(
+                "INSERT INTO audit (id, account_id, seq, doc) VALUES (?, ?, ?, ?)",
+                [entry.id, entry.account_id, entry.seq, codec.dumps(entry)],
+            )
+            self._tx_audit_heads[entry.account_id] = entry
 
     def list_audit(
         self, account_id: str, *, limit: int, cursor: str | None
