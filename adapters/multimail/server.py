@@ -127,7 +127,12 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
 def _dns(value: str) -> str:
     if value in ("system", "off"):
         return value
-    split_host_port(value, "--dns")  # HOST:PORT of a name server, or a clear exit
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise SystemExit(
+            f"multimail serve: --dns wants system, off or HOST:PORT of a name server, "
+            f"got {value!r}"
+        )
     return value
 
 
