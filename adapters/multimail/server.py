@@ -130,8 +130,7 @@ def _dns(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise SystemExit(
-            f"multimail serve: --dns wants system, off or HOST:PORT of a name server, "
-            f"got {value!r}"
+            f"multimail serve: --dns wants system, off or HOST:PORT of a name server, got {value!r}"
         )
     return value
 
