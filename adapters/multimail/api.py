@@ -6,6 +6,8 @@ every error becomes an RFC 9457 problem document through the one table in ``erro
 Pydantic models live only here; unknown fields are refused (422).
 """
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,12 +22,12 @@ from urllib.parse import parse_qsl, quote
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from markdown_it import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from multimail import render
+from multimail import payloads, render
 from multimail.errors import HIDE_AS_NOT_FOUND, STATUS, NotFound, PayloadTooLarge, RateLimited
 from multimail.service import Service, canonical
 from multimail_core.addresses import has_header_breaking_chars
@@ -33,6 +35,7 @@ from multimail_core.approval import Content as EditContent
 from multimail_core.authorization import Key
 from multimail_core.errors import InvalidValue, MultimailError, NotPermitted
 from multimail_core.modes import OversightMode
+from multimail_core.webhooks import AGENT_TYPES
 
 log = logging.getLogger("multimail.api")
 
@@ -88,6 +91,13 @@ def _single_line(value: str | None) -> str | None:
 
 
 Line = Annotated[str, Field(max_length=998)]
+
+
+class CreateWebhook(Strict):
+    url: str = Field(min_length=1, max_length=2048)
+    events: list[str] | None = Field(default=None, max_length=32)
+    mailbox_id: str | None = None
+    idempotency_key: str | None = None
 
 
 class CreateAccount(Strict):
@@ -304,11 +314,73 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
+class EventBell:
+    """Wakes long-polls and event streams when a transaction commits (rung from any
+    thread; waited on in the server's event loop)."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self.closed = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def ring(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        if event is not None:
+            event.set()
+
+    def armed(self) -> asyncio.Event | None:
+        """The event the next ring sets: take it BEFORE looking, then await it."""
+        return self._event
+
+    def close(self) -> None:
+        self.closed = True
+        self.ring()
+
+
+async def _await_ring(armed: asyncio.Event | None, timeout: float) -> None:
+    if armed is None:  # no runtime (an app built for a test): poll
+        await asyncio.sleep(min(timeout, 0.2))
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(armed.wait(), timeout=max(0.0, timeout))
+
+
+def _matching_email(
+    service: Service,
+    key: Key,
+    event: Any,
+    sender: str | None,
+    subject_contains: str | None,
+) -> dict[str, object] | None:
+    message_id = event.data.get("message_id")
+    if not isinstance(message_id, str):
+        return None
+    record = service.store.get_message(message_id)
+    if record is None or record.state.mailbox_id != event.mailbox_id:
+        return None
+    content = record.content
+    if sender and sender.lower() not in content.sender.lower():
+        return None
+    if subject_contains and subject_contains.lower() not in content.subject.lower():
+        return None
+    return payloads.message_payload(record, public_url=service.config.public_url)
+
+
 def create_app(
     service: Service,
     *,
     limiter: RateLimiter | None = None,
     on_send: Callable[[], None] | None = None,
+    bell: EventBell | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="MultiMail API",
@@ -462,7 +534,7 @@ def create_app(
                 oversight_mode=body.oversight_mode,
                 webhook_url=body.webhook_url,
             )
-            return 201, render.mailbox_view(box)
+            return 201, mview(box)
 
         return once(key, idem, body, "/v1/mailboxes", make)
 
@@ -471,11 +543,11 @@ def create_app(
         key: AuthKey, limit: Limit = 50, cursor: str | None = None
     ) -> dict[str, object]:
         boxes, nxt = service.list_mailboxes(key, limit=limit, cursor=cursor)
-        return {"mailboxes": [render.mailbox_view(b) for b in boxes], "next_cursor": nxt}
+        return {"mailboxes": [mview(b) for b in boxes], "next_cursor": nxt}
 
     @route("GET", "/v1/mailboxes/{mailbox_id}", "mailbox.read")
     def get_mailbox(mailbox_id: str, key: AuthKey) -> dict[str, object]:
-        return render.mailbox_view(service.get_mailbox(key, mailbox_id))
+        return mview(service.get_mailbox(key, mailbox_id))
 
     @route("PATCH", "/v1/mailboxes/{mailbox_id}", "mailbox.configure")
     def patch_mailbox(mailbox_id: str, body: UpdateMailbox, key: AuthKey) -> dict[str, object]:
@@ -489,11 +561,11 @@ def create_app(
             clear_webhook="webhook_url" in fields and body.webhook_url is None,
             allowlist=body.allowlist,
         )
-        return render.mailbox_view(box)
+        return mview(box)
 
     @route("DELETE", "/v1/mailboxes/{mailbox_id}", "mailbox.decommission")
     def delete_mailbox(mailbox_id: str, key: AuthKey) -> dict[str, object]:
-        return render.mailbox_view(service.delete_mailbox(key, mailbox_id))
+        return mview(service.delete_mailbox(key, mailbox_id))
 
     @route("GET", "/v1/mailboxes/{mailbox_id}/allowlist", "mailbox.allowlist.read")
     def get_allowlist(mailbox_id: str, key: AuthKey) -> dict[str, object]:
@@ -802,6 +874,194 @@ def create_app(
                 {"pending_id": approval.id, "status": approval.status.value, "email_id": record.id}
             )
         return HTMLResponse(render.decided_page(approval, record), headers=_PAGE_HEADERS)
+
+    def mview(box: Any) -> dict[str, object]:
+        """A mailbox as the API shows it; with its webhook_url, the secret that signs what
+        is posted there (the agent needs it to verify)."""
+        view = render.mailbox_view(box)
+        if box.webhook_url:
+            hook = service.mailbox_webhook(box.id)
+            view["webhook_secret"] = hook.secret if hook is not None else None
+        return view
+
+    # webhooks (PRODUCT §9)
+
+    def hook_view(record: Any, *, secret: bool) -> dict[str, object]:
+        e = record.endpoint
+        view: dict[str, object] = {
+            "id": e.id,
+            "url": e.url,
+            "events": sorted(e.events),
+            "mailbox_id": e.mailbox_id,
+            "status": e.status.value,
+            "kind": record.kind,
+            "created_at": render.iso(record.created_at),
+        }
+        if secret:
+            view["signing_secret"] = record.secret
+            if record.previous_secret and record.previous_expires_at:
+                view["previous_secret_expires_at"] = render.iso(record.previous_expires_at)
+        return view
+
+    def delivery_view(record: Any) -> dict[str, object]:
+        d = record.delivery
+        return {
+            "id": d.id,
+            "webhook_id": d.endpoint_id,
+            "event_id": d.event_id,
+            "event_type": record.event_type,
+            "url": record.url,
+            "status": d.status.value,
+            "attempts": d.attempts,
+            "response_status": d.last_status,
+            "latency_ms": record.latency_ms,
+            "response_excerpt": record.response_excerpt or None,
+            "created_at": render.iso(record.created_at),
+            "last_attempt_at": render.iso(record.last_attempt_at),
+            "next_attempt_at": render.iso(d.next_attempt_at),
+        }
+
+    @route("POST", "/v1/webhooks", "webhooks.manage", status_code=201)
+    def create_webhook(body: CreateWebhook, key: AuthKey, idem: IdemHeader = None) -> JSONResponse:
+        def make() -> tuple[int, dict[str, object]]:
+            record = service.create_webhook(key, body.url, body.events or (), body.mailbox_id)
+            return 201, hook_view(record, secret=True)
+
+        return once(key, idem, body, "/v1/webhooks", make)
+
+    @route("GET", "/v1/webhooks", "webhooks.manage")
+    def list_webhooks(key: AuthKey) -> dict[str, object]:
+        return {"subscriptions": [hook_view(w, secret=False) for w in service.list_webhooks(key)]}
+
+    @route("GET", "/v1/webhooks/{webhook_id}", "webhooks.manage")
+    def get_webhook(webhook_id: str, key: AuthKey) -> dict[str, object]:
+        return hook_view(service.get_webhook(key, webhook_id), secret=True)
+
+    @route("DELETE", "/v1/webhooks/{webhook_id}", "webhooks.manage", status_code=204)
+    def delete_webhook(webhook_id: str, key: AuthKey) -> Response:
+        service.delete_webhook(key, webhook_id)
+        return Response(status_code=204)
+
+    @route("POST", "/v1/webhooks/{webhook_id}/rotate-secret", "webhooks.manage")
+    def rotate_webhook(webhook_id: str, key: AuthKey) -> dict[str, object]:
+        return hook_view(service.rotate_webhook_secret(key, webhook_id), secret=True)
+
+    @route("GET", "/v1/webhook-deliveries", "webhooks.manage")
+    def webhook_deliveries(
+        key: AuthKey,
+        limit: Limit = 50,
+        cursor: str | None = None,
+        status: Literal["pending", "delivering", "delivered", "dead"] | None = None,
+        webhook_id: str | None = None,
+    ) -> dict[str, object]:
+        found, nxt = service.list_webhook_deliveries(
+            key, limit=limit, cursor=cursor, status=status, webhook_id=webhook_id
+        )
+        return {"deliveries": [delivery_view(d) for d in found], "next_cursor": nxt}
+
+    @route(
+        "POST", "/v1/webhook-deliveries/{delivery_id}/replay", "webhooks.manage", status_code=202
+    )
+    def replay_delivery(delivery_id: str, key: AuthKey) -> dict[str, object]:
+        again = service.replay_webhook_delivery(key, delivery_id)
+        kick_hooks()
+        return {"delivery": delivery_view(again)}
+
+    def kick_hooks() -> None:
+        if bell is not None:
+            bell.ring()
+
+    # live events without a public URL: a stream, and a long-poll for the next email
+
+    @route("GET", "/v1/events/stream", "events.read", response_model=None)
+    async def event_stream(
+        request: Request,
+        key: AuthKey,
+        after: Annotated[int | None, Query(ge=0)] = None,
+        mailbox_id: str | None = None,
+        type: str | None = None,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+        max_seconds: Annotated[int | None, Query(ge=1, le=86_400)] = None,
+    ) -> StreamingResponse:
+        """Server-Sent Events: ``id`` is the event seq, ``event`` its type, ``data`` the
+        webhook payload. Resume with ``Last-Event-ID`` (or ``after``); ``max_seconds``
+        ends the stream after that long (for proxies that cut long requests)."""
+        ends = time.monotonic() + max_seconds if max_seconds is not None else math.inf
+        types = frozenset(t for t in type.split(",") if t) if type else None
+        start = after
+        if last_event_id is not None and last_event_id.strip().isdigit():
+            start = int(last_event_id.strip())
+        if start is None:
+            start = await run_in_threadpool(service.latest_event_seq)
+        if mailbox_id is not None:  # authorization now, not after the first event
+            await run_in_threadpool(service.get_mailbox, key, mailbox_id)
+        agent = key.mailbox_ids is not None
+
+        async def frames() -> Any:
+            cursor = start
+            yield ": connected\n\n"
+            while not (bell is not None and bell.closed) and time.monotonic() < ends:
+                armed = bell.armed() if bell is not None else None
+                batch = await run_in_threadpool(
+                    service.list_events, key, after=cursor, mailbox_id=mailbox_id,
+                    types=types, limit=100,
+                )  # fmt: skip
+                for event in batch:
+                    cursor = event.seq
+                    if agent and event.type not in AGENT_TYPES:
+                        continue  # P3: an agent's stream carries no oversight events
+                    body = await run_in_threadpool(service.event_body, event)
+                    data = json.dumps(body, separators=(",", ":"))
+                    yield f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n"
+                if batch:
+                    continue
+                if await request.is_disconnected():
+                    return
+                await _await_ring(armed, min(15.0, max(0.0, ends - time.monotonic())))
+                if armed is not None and not armed.is_set():
+                    yield ": keep-alive\n\n"
+
+        return StreamingResponse(
+            frames(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    @route("GET", "/v1/mailboxes/{mailbox_id}/wait", "messages.read")
+    async def wait_for_email(
+        mailbox_id: str,
+        key: AuthKey,
+        timeout_seconds: Annotated[int, Query(ge=1, le=120)] = 30,
+        sender: Annotated[str | None, Query(max_length=320)] = None,
+        subject_contains: Annotated[str | None, Query(max_length=500)] = None,
+        after: Annotated[int | None, Query(ge=0)] = None,
+    ) -> dict[str, object]:
+        """Long-poll for the next email to arrive in the mailbox (≤ 120 s): the
+        ``message.received`` payload, or ``timed_out``. Pass the returned ``cursor`` as
+        ``after`` to wait for the one after it."""
+        await run_in_threadpool(service.get_mailbox, key, mailbox_id)
+        cursor = after if after is not None else await run_in_threadpool(service.latest_event_seq)
+        deadline = time.monotonic() + timeout_seconds
+        wanted = frozenset({"message.received"})
+        while True:
+            armed = bell.armed() if bell is not None else None
+            batch = await run_in_threadpool(
+                service.list_events, key, after=cursor, mailbox_id=mailbox_id, types=wanted,
+                limit=100,
+            )  # fmt: skip
+            for event in batch:
+                cursor = event.seq
+                found = await run_in_threadpool(
+                    _matching_email, service, key, event, sender, subject_contains
+                )
+                if found is not None:
+                    return {"email": found, "timed_out": False, "cursor": str(cursor)}
+            if batch:
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0 or (bell is not None and bell.closed):
+                return {"email": None, "timed_out": True, "cursor": str(cursor)}
+            await _await_ring(armed, left)
 
     @route("GET", "/v1/events", "events.read")
     def events(

@@ -7,7 +7,10 @@ table or summary. Untrusted text (subjects, bodies) is printed with control char
 made visible, so an email can't drive the terminal.
 Rule 3: errors are one line on stderr, ``error: <code>: <detail>``, never a traceback, with
 an exit code by kind: 0 ok, 2 usage, 3 not found, 4 auth, 5 server or connection,
-6 conflict, 7 rate limited, 8 invalid request, 1 anything else.
+6 conflict, 7 rate limited, 8 invalid request, 1 anything else (``wait`` with no email in
+time, a broken audit chain); Ctrl-C exits 130.
+Rule 4: streamed output (``events --follow``) is one line per event, flushed at once; with
+``--json`` one compact JSON object per line.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from multimail.client import (
+    WAIT_MAX_SECONDS,
     APIConnectionError,
     AuthenticationError,
     Client,
@@ -100,6 +104,14 @@ class Output:
 
     def line(self, text: str) -> None:
         print(text)
+
+    def json_line(self, data: Any) -> None:
+        """One compact JSON object on one line (JSON Lines), C1 controls escaped too."""
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        print(re.sub(r"[\x80-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text))
+
+    def flush(self) -> None:
+        sys.stdout.flush()
 
     def note(self, text: str) -> None:
         print(text, file=sys.stderr)
@@ -345,13 +357,19 @@ def cmd_read(client: Client, args: argparse.Namespace, out: Output) -> int:
     if out.as_json:
         out.json(email.to_dict())
         return OK
+    _show_email(email, out)
+    return OK
+
+
+def _show_email(email: Result, out: Output) -> None:
+    """Headers, attachments and the text body of one email, for a person."""
     head = [
         ("From", email.get("sender")),
         ("To", email.get("to")),
         ("Cc", email.get("cc") or None),
         ("Subject", email.get("subject")),
         ("Date", when(email.get("received_at") or email.get("sent_at"))),
-        ("Email", f"{email.email_id}  thread {email.get('thread_id')}"),
+        ("Email", f"{email.get('email_id')}  thread {email.get('thread_id')}"),
         ("Status", f"{email.get('status')} ({email.get('direction')})"),
     ]
     for name, value in head:
@@ -364,6 +382,28 @@ def cmd_read(client: Client, args: argparse.Namespace, out: Output) -> int:
         )
     out.line("")
     out.line(safe(email.get("body_text") or ""))
+
+
+def cmd_wait(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.wait_for_email(
+        args.mailbox_id,
+        timeout_seconds=args.timeout,
+        sender=args.sender,
+        subject_contains=args.subject,
+        after=args.after,
+    )
+    email = result.get("email")
+    if out.as_json:
+        out.json(result.to_dict())
+    elif email is not None:
+        _show_email(email, out)
+    cursor = result.get("cursor")
+    resume = f" (resume with --after {safe(cursor)})" if cursor is not None else ""
+    if email is None:
+        out.note(f"no email within {args.timeout} s{resume}")
+        return FAILED
+    if not out.as_json and cursor is not None:
+        out.note(f"next: multimail wait {safe(args.mailbox_id)} --after {safe(cursor)}")
     return OK
 
 
@@ -558,8 +598,13 @@ def cmd_audit_verify(client: Client, args: argparse.Namespace, out: Output) -> i
 
 
 def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
+    if args.follow:
+        return _follow_events(client, args, out)
     result = client.list_events(
-        after=args.after, mailbox_id=args.mailbox, type=args.type, limit=args.limit
+        after=0 if args.after is None else args.after,
+        mailbox_id=args.mailbox,
+        type=args.type,
+        limit=args.limit,
     )
     columns: Sequence[tuple[str, Callable[[Result], object]]] = (
         ("SEQ", lambda e: e.seq),
@@ -569,6 +614,140 @@ def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
         ("ID", lambda e: e.id),
     )
     out.table(result, "events", columns, empty="no events", more="--after")
+    return OK
+
+
+def _event_line(event: Result) -> str:
+    return "  ".join(
+        (
+            f"{safe(event.get('seq')):>6}",
+            when(event.get("created_at")),
+            f"{safe(event.get('type')):<22}",
+            safe(event.get("mailbox_id")),
+            safe(event.get("id")),
+        )
+    )
+
+
+def _follow_events(client: Client, args: argparse.Namespace, out: Output) -> int:
+    if not out.as_json:
+        out.note("following events as they happen; Ctrl-C stops")
+    events = client.stream_events(
+        after=args.after, mailbox_id=args.mailbox, types=_split(args.type)
+    )
+    for event in events:
+        if out.as_json:
+            out.json_line(event.to_dict())
+        else:
+            out.line(_event_line(event))
+        out.flush()
+    return OK
+
+
+# webhooks
+
+
+def cmd_webhooks_create(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.create_webhook(
+        args.url,
+        events=_split(args.events),
+        mailbox_id=args.mailbox,
+        idempotency_key=args.idempotency_key,
+    )
+    out.record(result)
+    if not out.as_json:
+        out.note("each delivery is signed with signing_secret: verify it in the receiver")
+    return OK
+
+
+def _events_cell(events: object) -> str:
+    """A subscription's event filter, short enough for a table cell."""
+    if not isinstance(events, list) or not events:
+        return "all"
+    if len(events) <= 2:
+        return safe(events)
+    return f"{safe(events[0])} +{len(events) - 1} more"
+
+
+WEBHOOK_COLUMNS: Sequence[tuple[str, Callable[[Result], object]]] = (
+    ("WEBHOOK_ID", lambda w: w.id),
+    ("URL", lambda w: w.url),
+    ("EVENTS", lambda w: _events_cell(w.get("events"))),
+    ("MAILBOX_ID", lambda w: w.get("mailbox_id") or "all"),
+    ("STATUS", lambda w: w.get("status")),
+    ("CREATED", lambda w: when(w.get("created_at"))),
+)
+
+
+def cmd_webhooks_list(client: Client, args: argparse.Namespace, out: Output) -> int:
+    out.table(client.list_webhooks(), "subscriptions", WEBHOOK_COLUMNS, empty="no webhooks")
+    return OK
+
+
+def cmd_webhooks_get(client: Client, args: argparse.Namespace, out: Output) -> int:
+    out.record(client.get_webhook(args.webhook_id))
+    return OK
+
+
+def cmd_webhooks_delete(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.delete_webhook(args.webhook_id)
+    if out.as_json:
+        out.json(result.to_dict())
+    elif len(result):
+        out.record(result)
+    else:
+        out.line(f"deleted webhook {safe(args.webhook_id)}")
+    return OK
+
+
+def cmd_webhooks_rotate(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.rotate_webhook_secret(args.webhook_id)
+    out.record(result)
+    if not out.as_json:
+        out.note(
+            "receivers should accept both secrets until "
+            f"{when(result.get('previous_secret_expires_at'))}"
+        )
+    return OK
+
+
+def _latency(delivery: Result) -> str | None:
+    ms = delivery.get("latency_ms")
+    return None if ms is None else f"{ms} ms"
+
+
+DELIVERY_COLUMNS: Sequence[tuple[str, Callable[[Result], object]]] = (
+    ("DELIVERY_ID", lambda d: d.id),
+    ("WEBHOOK_ID", lambda d: d.get("webhook_id")),
+    ("EVENT", lambda d: d.get("event_type")),
+    ("STATUS", lambda d: d.status),
+    ("ATTEMPTS", lambda d: d.get("attempts")),
+    ("HTTP", lambda d: d.get("response_status")),
+    ("LATENCY", _latency),
+    ("LAST_ATTEMPT", lambda d: when(d.get("last_attempt_at"))),
+    ("NEXT_ATTEMPT", lambda d: when(d.get("next_attempt_at"))),
+)
+
+
+def cmd_webhooks_deliveries(client: Client, args: argparse.Namespace, out: Output) -> int:
+    page = client.list_webhook_deliveries(
+        limit=args.limit, cursor=args.cursor, status=args.status, webhook_id=args.webhook
+    )
+    out.table(page, "deliveries", DELIVERY_COLUMNS, empty="no deliveries")
+    return OK
+
+
+def cmd_webhooks_replay(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.replay_webhook_delivery(args.delivery_id)
+    if out.as_json:
+        out.json(result.to_dict())
+        return OK
+    delivery = result.get("delivery") or Result()
+    out.line(
+        f"replaying {safe(delivery.get('event_type'))} event {safe(delivery.get('event_id'))} "
+        f"to {safe(delivery.get('url'))}: delivery {safe(delivery.get('id'))} is "
+        f"{safe(delivery.get('status'))}"
+    )
     return OK
 
 
@@ -618,6 +797,17 @@ def _body_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idempotency-key", metavar="KEY", help="retry-safe request key")
 
 
+def _wait_seconds(text: str) -> int:
+    """``--timeout`` for ``wait``: whole seconds the server may hold the request."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if not 1 <= seconds <= WAIT_MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {WAIT_MAX_SECONDS} seconds, got {seconds}")
+    return seconds
+
+
 def _paging(parser: argparse.ArgumentParser, limit: int) -> None:
     parser.add_argument("--limit", type=int, default=limit, help=f"page size (default {limit})")
     parser.add_argument("--cursor", help="continue from a previous page's next_cursor")
@@ -629,7 +819,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="MultiMail: email infrastructure for AI agents. Run the server, or "
         "manage mailboxes, mail and oversight on one.",
         epilog="Exit codes: 0 ok, 2 usage, 3 not found, 4 auth, 5 server or connection, "
-        "6 conflict, 7 rate limited, 8 invalid request.",
+        "6 conflict, 7 rate limited, 8 invalid request, 1 no email in time (wait) or "
+        "anything else, 130 interrupted.",
     )
     _global_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -772,11 +963,108 @@ def build_parser() -> argparse.ArgumentParser:
     _paging(p, 50)
     command(actions, "verify", "check the hash chain (exit 1 if broken)", cmd_audit_verify)
 
-    p = command(commands, "events", "list events in commit order", cmd_events)
-    p.add_argument("--after", type=int, default=0, metavar="SEQ", help="events after this seq")
+    p = command(
+        commands,
+        "events",
+        "list events in commit order, or --follow them as they happen",
+        cmd_events,
+    )
+    p.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="stream events as they are committed, one line each (JSON lines with --json), "
+        "reconnecting if the connection drops; Ctrl-C stops",
+    )
+    p.add_argument(
+        "--after",
+        type=int,
+        metavar="SEQ",
+        help="events after this seq (default: from the start; with --follow, from now)",
+    )
     p.add_argument("--mailbox", metavar="MAILBOX_ID", help="one mailbox only")
     p.add_argument("--type", metavar="T,T", help="event types, comma-separated")
-    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    p.add_argument(
+        "--limit", type=int, default=100, help="at most this many (default 100; not with --follow)"
+    )
+
+    p = command(
+        commands,
+        "wait",
+        "wait for an email to reach a mailbox and print it; exit 1 if none came in time",
+        cmd_wait,
+    )
+    p.add_argument("mailbox_id", metavar="MAILBOX_ID")
+    p.add_argument(
+        "--timeout",
+        type=_wait_seconds,
+        default=30,
+        metavar="SECONDS",
+        help=f"give up after this long, 1 to {WAIT_MAX_SECONDS} (default 30)",
+    )
+    p.add_argument("--from", dest="sender", metavar="ADDR", help="only email from this sender")
+    p.add_argument("--subject", metavar="TEXT", help="only email whose subject contains TEXT")
+    p.add_argument(
+        "--after",
+        metavar="CURSOR",
+        help="only email after this point: the cursor a previous wait printed",
+    )
+
+    webhooks = command(
+        commands, "webhooks", "subscribe URLs to events; inspect and replay deliveries"
+    )
+    actions = webhooks.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = command(
+        actions,
+        "create",
+        "subscribe URL to events; prints the secret that signs every delivery",
+        cmd_webhooks_create,
+    )
+    p.add_argument("url", metavar="URL", help="where events are POSTed")
+    p.add_argument(
+        "--events",
+        metavar="T,T",
+        help="event types, comma-separated, e.g. message.received,oversight.pending "
+        "(default: every event)",
+    )
+    p.add_argument(
+        "--mailbox", metavar="MAILBOX_ID", help="only this mailbox's events (default: all)"
+    )
+    p.add_argument("--idempotency-key", metavar="KEY", help="retry-safe request key")
+    command(actions, "list", "list subscriptions (secrets not shown)", cmd_webhooks_list)
+    p = command(actions, "get", "show one subscription, with its signing secret", cmd_webhooks_get)
+    p.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    p = command(
+        actions, "delete", "delete a subscription; nothing more is sent", cmd_webhooks_delete
+    )
+    p.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    p = command(
+        actions,
+        "rotate",
+        "issue a new signing secret; the old one stays valid for a while",
+        cmd_webhooks_rotate,
+    )
+    p.add_argument("webhook_id", metavar="WEBHOOK_ID")
+    p = command(
+        actions,
+        "deliveries",
+        "the delivery log: each event sent to each URL, attempts and outcome",
+        cmd_webhooks_deliveries,
+    )
+    p.add_argument(
+        "--status",
+        choices=("pending", "delivered", "failed", "dead"),
+        help="only deliveries in this state (dead: retries exhausted)",
+    )
+    p.add_argument("--webhook", metavar="WEBHOOK_ID", help="only this subscription's deliveries")
+    _paging(p, 50)
+    p = command(
+        actions,
+        "replay",
+        "send a delivery again (a dead one, say) as a fresh attempt",
+        cmd_webhooks_replay,
+    )
+    p.add_argument("delivery_id", metavar="DELIVERY_ID")
 
     account = command(commands, "account", "your account")
     actions = account.add_subparsers(dest="action", metavar="ACTION", required=True)

@@ -4,24 +4,32 @@ Rule 1: one method per API operation; keyword arguments are named like the API's
 so the API reference doubles as the SDK reference.
 Rule 2: every response is a ``Result`` (attribute and item access over the JSON); every
 error is a ``MultimailAPIError`` subclass chosen by HTTP status, carrying the problem
-document's stable ``code``. Nothing is retried behind the caller's back.
+document's stable ``code``. Nothing is retried behind the caller's back, with one exception:
+``stream_events`` reconnects a stream that dropped after it was once open, resuming after
+the last event seen (``Last-Event-ID``), with a short capped backoff.
 Rule 3: ``api_key`` defaults to ``MULTIMAIL_API_KEY`` and ``base_url`` to
 ``MULTIMAIL_API_URL`` (else ``http://127.0.0.1:8025``), so the seed's snippets run as written.
 
 The operations are declared once (``_Operations``): each builds a request and hands it to
 ``_call``, which the sync client runs and returns, and the async client returns as a coroutine.
+The event stream is Server-Sent Events (WHATWG HTML §9.2), decoded by ``_SSEDecoder`` and
+resumed by ``_EventStream``; neither does IO, so both clients share them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import difflib
 import email.utils
+import json
 import keyword
 import os
 import re
 import reprlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -47,6 +55,12 @@ __all__ = [
 DEFAULT_BASE_URL = "http://127.0.0.1:8025"
 USER_AGENT = "multimail-python/0.1.0"
 _ENV_REFERENCE = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
+
+WAIT_MAX_SECONDS = 120  # the longest the server holds a wait_for_email request
+WAIT_READ_MARGIN = 10.0  # the read timeout outlasts the server's hold by this much
+STREAM_IDLE_TIMEOUT = 45.0  # three missed keep-alives (sent every ~15 s): the stream is dead
+RECONNECT_DELAY = 0.5  # first pause before reconnecting a dropped stream; doubles per failure
+RECONNECT_DELAY_CAP = 10.0
 
 
 # --- results ----------------------------------------------------------------------------
@@ -286,7 +300,7 @@ def _parse(response: httpx.Response) -> Result:
 
 
 class _Request:
-    __slots__ = ("headers", "json", "method", "params", "path")
+    __slots__ = ("headers", "json", "method", "params", "path", "read_timeout")
 
     def __init__(
         self,
@@ -296,12 +310,33 @@ class _Request:
         params: dict[str, Any] | None = None,
         json: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        read_timeout: float | None = None,
     ) -> None:
         self.method = method
         self.path = path
         self.params = {k: v for k, v in (params or {}).items() if v is not None}
         self.json = json
         self.headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        self.read_timeout = read_timeout  # at least this long to wait for the answer
+
+
+def _timeout(default: httpx.Timeout, read: float | None) -> httpx.Timeout:
+    """The client's timeouts, with the read timeout raised to at least ``read``."""
+    if read is None or default.read is None or default.read >= read:
+        return default
+    return httpx.Timeout(connect=default.connect, read=read, write=default.write, pool=default.pool)
+
+
+def _check_wait(timeout_seconds: int) -> None:
+    if (
+        isinstance(timeout_seconds, bool)
+        or not isinstance(timeout_seconds, int)
+        or not 1 <= timeout_seconds <= WAIT_MAX_SECONDS
+    ):
+        raise ValueError(
+            f"timeout_seconds must be a whole number of seconds from 1 to {WAIT_MAX_SECONDS} "
+            f"(the longest the server holds a wait), got {timeout_seconds!r}"
+        )
 
 
 def _seg(value: str) -> str:
@@ -664,6 +699,34 @@ class _Operations(Generic[R]):
         params = {"after": after, "mailbox_id": mailbox_id, "type": types, "limit": limit}
         return self._call(_Request("GET", "/v1/events", params=params))
 
+    def wait_for_email(
+        self,
+        mailbox_id: str,
+        timeout_seconds: int = 30,
+        sender: str | None = None,
+        subject_contains: str | None = None,
+        after: str | int | None = None,
+    ) -> R:
+        """Hold until an email matching the filters reaches the mailbox, or until
+        ``timeout_seconds`` (1-120) pass: ``{email, timed_out, cursor}``, ``email`` None on
+        timeout. Pass ``cursor`` back as ``after`` to wait for the next one without missing
+        any. A timeout outside 1-120 raises ``ValueError`` before anything is sent."""
+        _check_wait(timeout_seconds)
+        params = {
+            "timeout_seconds": timeout_seconds,
+            "sender": sender,
+            "subject_contains": subject_contains,
+            "after": after,
+        }
+        return self._call(
+            _Request(
+                "GET",
+                f"/v1/mailboxes/{_seg(mailbox_id)}/wait",
+                params=params,
+                read_timeout=timeout_seconds + WAIT_READ_MARGIN,
+            )
+        )
+
     # contacts and suppression
 
     def list_contacts(
@@ -700,6 +763,240 @@ class _Operations(Generic[R]):
 
     def remove_suppression(self, email_address: str) -> R:
         return self._call(_Request("DELETE", f"/v1/suppression/{_seg(email_address)}"))
+
+    # webhooks
+
+    def create_webhook(
+        self,
+        url: str,
+        events: str | Iterable[str] | None = None,
+        mailbox_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> R:
+        """Subscribe ``url`` to ``events`` (None or empty: every event), for one mailbox or
+        the whole account: ``{id, url, events, mailbox_id, status, signing_secret,
+        created_at}``; deliveries are signed with ``signing_secret`` (``whsec_…``)."""
+        body = _body(url=url, events=_listed(events), mailbox_id=mailbox_id)
+        return self._call(
+            _Request("POST", "/v1/webhooks", json=body, idempotency_key=idempotency_key)
+        )
+
+    def list_webhooks(self) -> R:
+        """``{subscriptions: [...]}``, without their signing secrets."""
+        return self._call(_Request("GET", "/v1/webhooks"))
+
+    def get_webhook(self, webhook_id: str) -> R:
+        """One subscription, with its ``signing_secret``."""
+        return self._call(_Request("GET", f"/v1/webhooks/{_seg(webhook_id)}"))
+
+    def delete_webhook(self, webhook_id: str) -> R:
+        """Remove a subscription: nothing more is delivered to it. An empty result."""
+        return self._call(_Request("DELETE", f"/v1/webhooks/{_seg(webhook_id)}"))
+
+    def rotate_webhook_secret(self, webhook_id: str) -> R:
+        """A new ``signing_secret``; the old one stays valid until
+        ``previous_secret_expires_at``: ``{id, signing_secret, previous_secret_expires_at}``."""
+        return self._call(_Request("POST", f"/v1/webhooks/{_seg(webhook_id)}/rotate-secret"))
+
+    def list_webhook_deliveries(
+        self,
+        limit: int = 50,
+        cursor: str | None = None,
+        status: str | None = None,
+        webhook_id: str | None = None,
+    ) -> R:
+        """The delivery log: ``{deliveries: [{id, webhook_id, event_id, event_type, url,
+        status, attempts, response_status, latency_ms, last_attempt_at, next_attempt_at}],
+        next_cursor}``; ``status`` is pending, delivered, failed or dead."""
+        params = {"limit": limit, "cursor": cursor, "status": status, "webhook_id": webhook_id}
+        return self._call(_Request("GET", "/v1/webhook-deliveries", params=params))
+
+    def replay_webhook_delivery(self, delivery_id: str) -> R:
+        """Queue a delivery (a dead one, say) to be sent again: ``{delivery}``."""
+        return self._call(_Request("POST", f"/v1/webhook-deliveries/{_seg(delivery_id)}/replay"))
+
+
+# --- the event stream -------------------------------------------------------------------
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_TRANSIENT = frozenset({502, 503, 504})  # a proxy in front of a restarting server
+
+
+@dataclass(frozen=True)
+class _SSE:
+    """One dispatched Server-Sent Event."""
+
+    event: str
+    data: str
+    id: str
+
+
+class _SSEDecoder:
+    """Server-Sent Events from UTF-8 bytes in chunks of any size (WHATWG HTML §9.2.6).
+
+    Lines end in CRLF, LF or CR; ``:`` starts a comment; ``data`` lines join with LF; a
+    blank line dispatches; an event with no data is dropped, and so is one cut off by the
+    end of the stream. ``last_event_id`` and ``retry_ms`` survive ``restart()`` (a new
+    connection), as the reconnection needs them.
+    """
+
+    def __init__(self) -> None:
+        self.last_event_id = ""
+        self.retry_ms: int | None = None
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget any partial line and event: a new connection starts clean."""
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._partial = ""
+        self._after_cr = False  # a CR ended the last chunk; an LF opening the next is its pair
+        self._at_start = True  # a byte order mark may open the stream
+        self._id = self.last_event_id
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[_SSE]:
+        text = self._utf8.decode(chunk)
+        if not text:
+            return []
+        if self._at_start:
+            self._at_start = False
+            text = text.removeprefix("\ufeff")
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        self._after_cr = text.endswith("\r")
+        *lines, self._partial = _LINE_END.split(self._partial + text)
+        return [event for line in lines if (event := self._line(line)) is not None]
+
+    def _line(self, line: str) -> _SSE | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):  # a comment, e.g. the server's keep-alive
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry_ms = int(value)
+        return None  # unknown fields are ignored
+
+    def _dispatch(self) -> _SSE | None:
+        # The id is committed only here, so a stream cut mid-event resumes before it.
+        self.last_event_id = self._id
+        data, event = self._data, self._event
+        self._data, self._event = [], ""
+        if not data:
+            return None
+        return _SSE(event=event or "message", data="\n".join(data), id=self.last_event_id)
+
+
+def _seq(event_id: str) -> int | str:
+    return int(event_id) if event_id.isascii() and event_id.isdigit() else event_id
+
+
+def _event_result(sse: _SSE) -> Result:
+    """The event's JSON object, with the stream's id as ``seq``."""
+    try:
+        data = json.loads(sse.data)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ServerError(
+            None,
+            "invalid_event",
+            f"event {sse.id or '(no id)'} of type {sse.event} is not a JSON object: "
+            f"{sse.data[:100]!r}",
+        )
+    if sse.id:
+        data["seq"] = _seq(sse.id)
+    else:
+        data.setdefault("seq", None)
+    return Result(data)
+
+
+def _backoff(failures: int, base: float) -> float:
+    """Seconds to wait before reconnection number ``failures`` in a row: doubling, capped."""
+    return min(RECONNECT_DELAY_CAP, base * (1 << min(max(failures - 1, 0), 16)))
+
+
+class _EventStream:
+    """Where an event stream stands between connections: decoder, position and backoff.
+
+    The first connection starts at ``after`` (None: from now). A reconnection asks for the
+    events after the last one dispatched, as ``?after=`` and ``Last-Event-ID`` alike. A
+    failure before the stream ever opened is raised: it is a wrong URL or a server that is
+    not there, not a dropped stream.
+    """
+
+    def __init__(
+        self,
+        after: str | int | None,
+        mailbox_id: str | None,
+        types: str | Iterable[str] | None,
+        reconnect_delay: float,
+    ) -> None:
+        self.after = None if after is None else str(after)
+        self.mailbox_id = mailbox_id
+        self.types = ",".join(_listed(types) or []) or None
+        self.reconnect_delay = reconnect_delay
+        self.decoder = _SSEDecoder()
+        self.opened_once = False
+        self.failures = 0  # connections in a row that brought nothing
+
+    def request(self) -> _Request:
+        last = self.decoder.last_event_id or None
+        params = {"after": last or self.after, "mailbox_id": self.mailbox_id, "type": self.types}
+        request = _Request(
+            "GET", "/v1/events/stream", params=params, read_timeout=STREAM_IDLE_TIMEOUT
+        )
+        request.headers["Accept"] = "text/event-stream"
+        if last is not None:
+            request.headers["Last-Event-ID"] = last
+        return request
+
+    def opened(self, response: httpx.Response) -> bool:
+        """True when the response is the stream; False for a transient failure to retry.
+
+        An error response must have been read already (its problem document is raised)."""
+        if response.status_code >= 400:
+            if self.opened_once and response.status_code in _TRANSIENT:
+                return False
+            raise _error(response)
+        kind = response.headers.get("content-type", "")
+        if not kind.startswith("text/event-stream"):
+            raise ServerError(
+                response.status_code,
+                "invalid_response",
+                f"expected an event stream from {response.request.url}, got "
+                f"{kind or 'no content type'}; is this a MultiMail server?",
+            )
+        self.opened_once = True
+        self.decoder.restart()
+        return True
+
+    def dropped(self, base_url: str, exc: httpx.TransportError) -> None:
+        """A connection failed or broke; raises unless the stream had ever been open."""
+        if not self.opened_once:
+            raise APIConnectionError(base_url, str(exc) or type(exc).__name__) from exc
+
+    def feed(self, chunk: bytes) -> list[Result]:
+        if chunk:
+            self.failures = 0  # bytes arrived (even a keep-alive): the connection worked
+        return [_event_result(sse) for sse in self.decoder.feed(chunk)]
+
+    def delay(self) -> float:
+        """Seconds to pause before the next connection; the server's ``retry:`` sets the base."""
+        self.failures += 1
+        retry = self.decoder.retry_ms
+        base = self.reconnect_delay if retry is None else retry / 1000
+        return _backoff(self.failures, base)
 
 
 # --- the clients ------------------------------------------------------------------------
@@ -739,12 +1036,49 @@ class Client(_Operations[Result]):
                 params=request.params,
                 json=request.json,
                 headers=request.headers,
+                timeout=_timeout(self._http.timeout, request.read_timeout),
             )
         except httpx.TransportError as exc:
             raise APIConnectionError(self.base_url, str(exc) or type(exc).__name__) from exc
 
     def _call(self, request: _Request) -> Result:
         return _parse(self._send(request))
+
+    def stream_events(
+        self,
+        after: str | int | None = None,
+        mailbox_id: str | None = None,
+        types: str | Iterable[str] | None = None,
+        *,
+        reconnect_delay: float = RECONNECT_DELAY,
+    ) -> Generator[Result, None, None]:
+        """Events as they are committed, from ``GET /v1/events/stream`` (Server-Sent Events):
+        each a ``Result`` like ``list_events``' items, its stream id as ``seq``.
+
+        Starts after ``after`` (a ``seq``; None: from now), optionally one mailbox and some
+        ``types``. A dropped stream is reopened after a short backoff, resuming after the
+        last event seen; it ends only when the caller stops iterating (``close()`` drops
+        the connection at once). A failure to connect before the stream ever opened, and
+        HTTP errors other than 502/503/504 on a reconnection, are raised."""
+        stream = _EventStream(after, mailbox_id, types, reconnect_delay)
+        while True:
+            request = stream.request()
+            try:
+                with self._http.stream(
+                    request.method,
+                    request.path,
+                    params=request.params,
+                    headers=request.headers,
+                    timeout=_timeout(self._http.timeout, request.read_timeout),
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                    if stream.opened(response):
+                        for chunk in response.iter_bytes():
+                            yield from stream.feed(chunk)
+            except httpx.TransportError as exc:
+                stream.dropped(self.base_url, exc)
+            time.sleep(stream.delay())
 
     def get_raw_email(self, email_id: str) -> bytes:
         """The message exactly as received or sent (RFC 5322 bytes)."""
@@ -807,9 +1141,43 @@ class AsyncClient(_Operations[Awaitable[Result]]):
                 params=request.params,
                 json=request.json,
                 headers=request.headers,
+                timeout=_timeout(self._http.timeout, request.read_timeout),
             )
         except httpx.TransportError as exc:
             raise APIConnectionError(self.base_url, str(exc) or type(exc).__name__) from exc
+
+    async def stream_events(
+        self,
+        after: str | int | None = None,
+        mailbox_id: str | None = None,
+        types: str | Iterable[str] | None = None,
+        *,
+        reconnect_delay: float = RECONNECT_DELAY,
+    ) -> AsyncGenerator[Result, None]:
+        """Events as they are committed (Server-Sent Events), as in ``Client.stream_events``.
+
+        ``async for event in mm.stream_events(): ...``; to stop early and close the
+        connection at once, iterate inside ``contextlib.aclosing(mm.stream_events())``."""
+        stream = _EventStream(after, mailbox_id, types, reconnect_delay)
+        while True:
+            request = stream.request()
+            try:
+                async with self._http.stream(
+                    request.method,
+                    request.path,
+                    params=request.params,
+                    headers=request.headers,
+                    timeout=_timeout(self._http.timeout, request.read_timeout),
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                    if stream.opened(response):
+                        async for chunk in response.aiter_bytes():
+                            for event in stream.feed(chunk):
+                                yield event
+            except httpx.TransportError as exc:
+                stream.dropped(self.base_url, exc)
+            await asyncio.sleep(stream.delay())
 
     async def _run(self, request: _Request) -> Result:
         return _parse(await self._send(request))

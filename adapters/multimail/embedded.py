@@ -58,6 +58,7 @@ def run_embedded(
     admin_key: str | None = None,
     relay: str | None = None,
     dns: str = "off",
+    webhook_allow_private: bool = False,
 ) -> Iterator[Embedded]:
     """Start the full server in a background thread; stop it and clean up on exit."""
     with tempfile.TemporaryDirectory(prefix="multimail-") as tmp:
@@ -75,6 +76,7 @@ def run_embedded(
             admin_key=admin_key or new_secret(),
             relay=relay,
             dns=dns,
+            webhook_allow_private=webhook_allow_private,
         )
         service = build_service(settings)
         bootstrap_admin(service, settings)

@@ -13,6 +13,7 @@ from multimail_core.authorization import Key
 from multimail_core.inbound import Inbound
 from multimail_core.modes import OversightMode
 from multimail_core.outbound import Outbound
+from multimail_core.webhooks import Delivery, Endpoint
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,44 @@ class QueuedMail:
 
 
 @dataclass(frozen=True)
+class WebhookRecord:
+    """A webhook endpoint: an account subscription, or a mailbox's own ``webhook_url``.
+
+    Two secrets are valid during a rotation: the new one signs, the previous one also signs
+    until ``previous_expires_at`` (Standard Webhooks: several ``v1,`` signatures)."""
+
+    endpoint: Endpoint
+    secret: str
+    created_at: int
+    kind: str = "subscription"  # subscription | mailbox
+    previous_secret: str | None = None
+    previous_expires_at: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.endpoint.id
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One event to one endpoint: its attempts, as the delivery log shows them."""
+
+    delivery: Delivery
+    account_id: str
+    event_seq: int
+    event_type: str
+    url: str
+    created_at: int
+    last_attempt_at: int | None = None
+    latency_ms: int | None = None
+    response_excerpt: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.delivery.id
+
+
+@dataclass(frozen=True)
 class ReputationFact:
     mailbox_id: str
     outcome: str
@@ -174,6 +213,7 @@ __all__ = [
     "AuditEntry",
     "Contact",
     "Content",
+    "DeliveryRecord",
     "EventRecord",
     "IdempotentResponse",
     "KeyRecord",
@@ -181,4 +221,5 @@ __all__ = [
     "QueuedMail",
     "ReputationFact",
     "Suppression",
+    "WebhookRecord",
 ]

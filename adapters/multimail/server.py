@@ -26,7 +26,7 @@ import uvicorn
 from ulid import ULID
 
 from multimail import worker
-from multimail.api import RateLimiter, create_app
+from multimail.api import EventBell, RateLimiter, create_app
 from multimail.service import Config, Service
 from multimail.smtp_in import InboundServer
 from multimail.store import open_store
@@ -45,6 +45,7 @@ DEFAULTS = {
     "public_url": None,
     "rate_limit": "100",
     "dns": "system",
+    "webhook_allow_private": "",
 }
 
 
@@ -60,6 +61,8 @@ HELP = {
     "rate_limit": "requests/s per API key, burst twice that; 0 turns it off",
     "dns": "resolver for inbound sender checks (DKIM, SPF, DMARC): system (resolv.conf), "
     "HOST:PORT of a name server, or off to skip them",
+    "webhook_allow_private": "let webhook URLs reach loopback and private networks "
+    "(development only; off by default: such URLs are refused)",
 }
 
 
@@ -75,6 +78,7 @@ class Settings:
     admin_key: str | None = field(default=None, repr=False)
     rate_limit: float = 100.0
     dns: str = "system"
+    webhook_allow_private: bool = False
 
     @property
     def smtp_host_port(self) -> tuple[str, int]:
@@ -108,6 +112,10 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
     for name, default in DEFAULTS.items():
         flag = "--" + name.replace("_", "-")
         value = env.get("MULTIMAIL_" + name.upper(), default)
+        if name == "webhook_allow_private":
+            on = str(value).lower() in ("1", "true", "yes", "on")
+            parser.add_argument(flag, action="store_true", default=on, help=HELP[name])
+            continue
         parser.add_argument(flag, default=value, help=HELP.get(name, "") + f" (default: {value})")
     args = parser.parse_args(list(argv))
     return Settings(
@@ -120,6 +128,7 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         admin_key=env.get("MULTIMAIL_ADMIN_KEY") or None,
         rate_limit=_rate(args.rate_limit),
         dns=_dns(args.dns),
+        webhook_allow_private=bool(args.webhook_allow_private),
         relay=_relay(args.relay),
     )
 
@@ -171,7 +180,11 @@ def build_service(settings: Settings) -> Service:
         store,
         clock=wall_clock_ms,
         new_ulid=new_ulid,
-        config=Config(domain=settings.domain, public_url=settings.base_url),
+        config=Config(
+            domain=settings.domain,
+            public_url=settings.base_url,
+            webhook_allow_private=settings.webhook_allow_private,
+        ),
     )
 
 
@@ -222,8 +235,12 @@ class Runtime:
         relay = Relay.parse(settings.relay) if settings.relay else None
         self.transport = transport or Transport(relay, helo=settings.domain)
         self.worker = worker.DeliveryWorker(service, self.transport)
+        self.webhooks = worker.WebhookWorker(service, allow_private=settings.webhook_allow_private)
+        self.events = EventBell()
+        service.on_commit.append(self.webhooks.kick)
+        service.on_commit.append(self.events.ring)
         limiter = RateLimiter(rate=settings.rate_limit, burst=max(1, int(settings.rate_limit * 2)))
-        self.app = create_app(service, limiter=limiter, on_send=self.kick)
+        self.app = create_app(service, limiter=limiter, on_send=self.kick, bell=self.events)
         host, port = settings.http_host_port
         self.uvicorn = _QuietServer(
             uvicorn.Config(self.app, host=host, port=port, log_level="warning", lifespan="off")
@@ -248,7 +265,10 @@ class Runtime:
         await asyncio.to_thread(self.service.recover_in_flight)
         await self.smtp.start(self.smtp_sock)
         self.worker.bind(loop)
+        self.webhooks.bind(loop)
+        self.events.bind(loop)
         work = asyncio.create_task(self.worker.run())
+        hooks = asyncio.create_task(self.webhooks.run())
         sockets = [self.sock] if self.sock is not None else None
         server = asyncio.create_task(self.uvicorn.serve(sockets=sockets))
         while not self.uvicorn.started and not server.done():
@@ -259,7 +279,10 @@ class Runtime:
         # let the worker finish its current batch.
         await self.smtp.stop()
         self.worker.stop()
+        self.webhooks.stop()
+        self.events.close()
         await work
+        await hooks
         await self.transport.close()
 
     def stop(self) -> None:

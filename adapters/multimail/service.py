@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from multimail.records import (
     Suppression,
 )
 from multimail.store.base import Store
+from multimail.webhookflow import WebhookFlow
 from multimail_core import approval as approvals
 from multimail_core import authorization as authz
 from multimail_core import delivery, inbound, mailbox, outbound, reputation, workflows
@@ -69,6 +71,7 @@ THREAD_WINDOW_MS = 30 * 86_400_000
 class Config:
     domain: str = "agents.localhost"
     public_url: str = "http://127.0.0.1:8025"
+    webhook_allow_private: bool = False  # --webhook-allow-private
 
 
 def hash_secret(secret: str) -> str:
@@ -126,7 +129,7 @@ class SendResult:
     decision: workflows.oversight.Decision
 
 
-class Service(MailFlow):
+class Service(MailFlow, WebhookFlow):
     def __init__(
         self,
         store: Store,
@@ -143,6 +146,9 @@ class Service(MailFlow):
         #: A synchronous transport for ``run_deliveries``: (mail_from, rcpts, raw) →
         #: {rcpt: (code, text)}. The server's asynchronous worker brings its own.
         self.transport: SyncTransport | None = None
+        #: called after every outermost committed transaction (from the committing thread)
+        self.on_commit: list[Callable[[], None]] = []
+        self._local = threading.local()
         self._rcpt_cache = {}
         self._rcpt_generation = 0
         self._key_cache = {}
@@ -163,8 +169,17 @@ class Service(MailFlow):
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        with self.store.transaction():
-            yield
+        local = self._local
+        depth = getattr(local, "depth", 0)
+        local.depth = depth + 1
+        try:
+            with self.store.transaction():
+                yield
+        finally:
+            local.depth = depth
+        if depth == 0:  # committed: wake whoever waits for new events (SSE, wait, webhooks)
+            for listener in self.on_commit:
+                listener()
 
     def _emit(self, account_id: str, events: Sequence[Event], now: int) -> list[EventRecord]:
         stored = []
@@ -450,6 +465,8 @@ class Service(MailFlow):
         webhook_url: str | None = None,
     ) -> mailbox.Mailbox:
         self._authorize(key, "mailboxes.create", key.account_id)
+        if webhook_url is not None:
+            webhook_url = self._check_hook_url(webhook_url)
         with self._tx():
             account = self.get_account(key)
             allowed = {self.account_domain(account), self.config.domain}
@@ -477,6 +494,7 @@ class Service(MailFlow):
             self.store.insert_mailbox(box)
             self.forget_rcpts()
             self.identity_key(box.id)  # published from the start, stored with the mailbox
+            self.sync_mailbox_webhook(box.id, box.account_id, box.webhook_url, now)
             self._emit(key.account_id, events, now)
             self._audit(
                 key.account_id,
@@ -512,6 +530,8 @@ class Service(MailFlow):
         clear_webhook: bool = False,
         allowlist: Sequence[str] | None = None,
     ) -> mailbox.Mailbox:
+        if webhook_url is not None:
+            webhook_url = self._check_hook_url(webhook_url)
         with self._tx():
             box = self._mailbox(key, mailbox_id, "mailbox.read")
             now = self.clock()
@@ -555,6 +575,7 @@ class Service(MailFlow):
                     )
             self.store.update_mailbox(box)
             self.forget_rcpts()
+            self.sync_mailbox_webhook(box.id, box.account_id, box.webhook_url, now)
         return box
 
     def delete_mailbox(self, key: Key, mailbox_id: str) -> mailbox.Mailbox:

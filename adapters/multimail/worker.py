@@ -15,12 +15,15 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from multimail.mailflow import Job
 from multimail.records import QueuedMail
 from multimail.service import Service
 from multimail.transport import Transport
+from multimail.webhookflow import Outgoing
 
 log = logging.getLogger("multimail.worker")
 
@@ -103,13 +106,13 @@ class DeliveryWorker:
 SETTLE_TRIES = 6
 
 
-async def _settle(record: Callable[..., None], *args: object) -> None:
+async def _settle(record: Callable[..., None], *args: object, **kwargs: object) -> None:
     """Record the transport's answer, retrying a store that is briefly unavailable: the
     answer exists only in memory, and losing it turns a delivered message into a failed
     one at the next start (Rule 3)."""
     for attempt in range(SETTLE_TRIES):
         try:
-            await asyncio.to_thread(record, *args)
+            await asyncio.to_thread(record, *args, **kwargs)
             return
         except Exception:
             log.exception("recording a delivery answer failed (try %d)", attempt + 1)
@@ -153,4 +156,137 @@ def sender_checks(mode: str) -> Authenticator:
     return check
 
 
-__all__ = ["DeliveryWorker", "sender_checks"]
+class WebhookWorker:
+    """Fans committed events out into deliveries and POSTs them (PRODUCT §9).
+
+    Rule 1: at most ``per_endpoint`` requests in flight per endpoint, ``concurrency`` in all.
+    Rule 2: a request is bounded by ``timeout``; redirects are not followed; the connection
+            is re-checked against private ranges at connect time (``ssrf.guarded_client``).
+    Rule 3: ``stop()`` ends claiming; requests in flight are finished and recorded.
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        allow_private: bool,
+        timeout: float = 10.0,
+        concurrency: int = 32,
+        per_endpoint: int = 4,
+    ) -> None:
+        self.service = service
+        self.allow_private = allow_private
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.per_endpoint = per_endpoint
+        self._kick: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: dict[str, int] = {}
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._kick = asyncio.Event()
+
+    def kick(self) -> None:
+        loop, event = self._loop, self._kick
+        if loop is not None and event is not None:
+            loop.call_soon_threadsafe(event.set)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.kick()
+
+    async def run(self) -> None:
+        from multimail import ssrf
+
+        assert self._kick is not None, "bind() first"
+        await asyncio.to_thread(self.service.recover_webhooks)
+        client = ssrf.guarded_client(allow_private=self.allow_private, timeout=self.timeout)
+        try:
+            while not self._stopping:
+                try:
+                    busy = await self._round(client)
+                except Exception:
+                    log.exception("webhook round failed; retrying")
+                    busy = False
+                if busy:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), timeout=IDLE_WAIT)
+                self._kick.clear()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            await client.aclose()
+
+    async def _round(self, client: Any) -> bool:
+        fanned = await asyncio.to_thread(self.service.fan_out)
+        room = self.concurrency - len(self._tasks)
+        if room <= 0:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            return True
+        claimed = await asyncio.to_thread(self.service.claim_webhook_deliveries, limit=room)
+        for outgoing in claimed:
+            self._spawn(self._post(client, outgoing))
+        return bool(fanned or claimed)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook task failed", exc_info=task.exception())
+        self.kick()
+
+    async def _post(self, client: Any, outgoing: Outgoing) -> None:
+        while self._busy.get(outgoing.endpoint_id, 0) >= self.per_endpoint:
+            await asyncio.sleep(0.01)
+        self._busy[outgoing.endpoint_id] = self._busy.get(outgoing.endpoint_id, 0) + 1
+        started = time.monotonic()
+        status: int | None = None
+        retry_after: int | None = None
+        excerpt = ""
+        try:
+            response = await client.post(
+                outgoing.url, content=outgoing.body, headers=outgoing.headers(int(time.time()))
+            )
+            status = response.status_code
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            excerpt = response.text[:500]
+        except Exception as exc:  # timeouts, refused and blocked connections: retried
+            excerpt = f"{type(exc).__name__}: {exc}"[:500]
+        finally:
+            self._busy[outgoing.endpoint_id] -= 1
+        latency = int((time.monotonic() - started) * 1000)
+        await _settle(
+            self.service.finish_webhook_delivery,
+            outgoing.delivery_id,
+            status,
+            retry_after=retry_after,
+            latency_ms=latency,
+            excerpt=excerpt,
+        )
+
+
+def _retry_after(value: str | None) -> int | None:
+    """Retry-After in seconds (RFC 9110 §10.2.3: seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0, int(when.timestamp() - time.time()))
+
+
+__all__ = ["DeliveryWorker", "WebhookWorker", "sender_checks"]

@@ -86,6 +86,9 @@ def world(tmp_path):
     contact = post("/v1/contacts", {"email": "c@a.example", "name": "C"}, ha)
     post("/v1/suppression", {"email_address": "gone@a.example"}, ha)
     reviewer = post("/v1/api-keys", {"name": "rev", "scopes": ["oversight"]}, ha)
+    hook = post("/v1/webhooks", {"url": "https://93.184.216.34/hook"}, ha)
+    service.fan_out()
+    [delivery] = service.store.list_deliveries(a["account_id"], limit=1, cursor=None)[0]
     ids = {
         "mailbox_id": a1["mailbox_id"],
         "email_id": email["email_id"],
@@ -96,6 +99,8 @@ def world(tmp_path):
         "address": "gone@a.example",
         "name": "label",
         "attachment_id": "att_1",
+        "webhook_id": hook["id"],
+        "delivery_id": delivery.id,
     }
     return {
         "client": client,
@@ -115,6 +120,8 @@ def world(tmp_path):
             held["pending_id"],
             reviewer["id"],
             contact["id"],
+            hook["id"],
+            delivery.id,
         },
     }
 
@@ -141,6 +148,7 @@ BODIES = {
     ("POST", "/v1/oversight/decide"): {"pending_id": "{pending_id}", "action": "approve"},
     ("POST", "/v1/contacts"): {"email": "z@evil.example"},
     ("POST", "/v1/suppression"): {"email_address": "z@evil.example"},
+    ("POST", "/v1/webhooks"): {"url": "https://93.184.216.34/steal"},
 }
 
 
@@ -231,7 +239,8 @@ def test_account_wide_reads_do_not_leak(world, who):
     for method, path in _protected(world):
         if method != "GET" or "{" in path:
             continue
-        r = c.get(path, headers=headers)
+        params = {"max_seconds": 1} if path.endswith("/stream") else None  # a live stream
+        r = c.get(path, headers=headers, params=params)
         assert r.status_code in (200, 403), (path, r.status_code, r.text)
         for rid in forbidden:
             assert rid not in r.text, (path, rid)

@@ -326,7 +326,7 @@ def test_a_version_1_database_with_mail_is_migrated_in_place(tmp_path: Path):
 
     migrated = SqliteStore(path)
     try:
-        assert migrated.schema_version() == len(MIGRATIONS) == 2
+        assert migrated.schema_version() == len(MIGRATIONS) >= 2
         got = migrated.get_message(message.id)
         assert got is not None
         assert got.content == message.content

@@ -28,6 +28,7 @@ from multimail.records import (
     Account,
     AuditEntry,
     Contact,
+    DeliveryRecord,
     EventRecord,
     IdempotentResponse,
     KeyRecord,
@@ -35,6 +36,7 @@ from multimail.records import (
     QueuedMail,
     ReputationFact,
     Suppression,
+    WebhookRecord,
 )
 from multimail_core.approval import Approval
 from multimail_core.mailbox import Holder, Mailbox
@@ -213,4 +215,40 @@ class Store(Protocol):
 
     def mail_in_flight(self) -> list[QueuedMail]:
         """Mail left in ``sending`` (a crash mid-attempt), oldest first."""
+        ...
+
+    # webhooks: endpoints and the delivery log
+    def last_event_seq(self) -> int:
+        """The seq of the newest event (0 when there is none)."""
+        ...
+
+    def events_since(self, after: int, limit: int) -> list[EventRecord]:
+        """Events of every account with seq > ``after``, in commit order."""
+        ...
+
+    def put_webhook(self, record: WebhookRecord) -> None:
+        """Store the endpoint, replacing one with the same id."""
+        ...
+
+    def get_webhook(self, webhook_id: str) -> WebhookRecord | None: ...
+    def delete_webhook(self, webhook_id: str) -> bool: ...
+    def list_webhooks(self, account_id: str) -> list[WebhookRecord]: ...
+    def insert_delivery(self, record: DeliveryRecord) -> None: ...
+    def update_delivery(self, record: DeliveryRecord) -> None: ...
+    def get_delivery(self, delivery_id: str) -> DeliveryRecord | None: ...
+    def due_deliveries(self, now: int, limit: int) -> list[DeliveryRecord]:
+        """Pending deliveries whose next attempt is due, oldest first."""
+        ...
+
+    def deliveries_in_flight(self) -> list[DeliveryRecord]: ...
+    def list_deliveries(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        cursor: str | None,
+        status: str | None = None,
+        webhook_id: str | None = None,
+    ) -> tuple[list[DeliveryRecord], str | None]:
+        """The delivery log, newest first."""
         ...

@@ -25,6 +25,7 @@ from multimail.records import (
     Account,
     AuditEntry,
     Contact,
+    DeliveryRecord,
     EventRecord,
     IdempotentResponse,
     KeyRecord,
@@ -32,6 +33,7 @@ from multimail.records import (
     QueuedMail,
     ReputationFact,
     Suppression,
+    WebhookRecord,
 )
 from multimail.store import codec
 from multimail.store.base import (
@@ -118,6 +120,8 @@ class _Tables:
     facts: dict[str, list[ReputationFact]] = field(default_factory=dict)  # by mailbox
     kv: dict[str, dict[str, object]] = field(default_factory=dict)
     mail: dict[str, QueuedMail] = field(default_factory=dict)
+    webhooks: dict[str, WebhookRecord] = field(default_factory=dict)
+    deliveries: dict[str, DeliveryRecord] = field(default_factory=dict)
 
     def copy(self) -> _Tables:
         return _Tables(
@@ -136,6 +140,8 @@ class _Tables:
             facts={k: list(v) for k, v in self.facts.items()},
             kv=dict(self.kv),
             mail=dict(self.mail),
+            webhooks=dict(self.webhooks),
+            deliveries=dict(self.deliveries),
         )
 
 
@@ -631,6 +637,94 @@ class MemoryStore:
         with self._lock:
             found = [m for m in self._t.mail.values() if m.status == "sending"]
         return sorted(found, key=lambda m: m.id)
+
+    # --- webhooks -------------------------------------------------------------------------
+
+    def last_event_seq(self) -> int:
+        with self._lock:
+            return self._t.events[-1].seq if self._t.events else 0
+
+    def events_since(self, after: int, limit: int) -> list[EventRecord]:
+        check_limit(limit)
+        with self._lock:
+            found = [e for e in self._t.events if e.seq > after]
+        return found[:limit]
+
+    def put_webhook(self, record: WebhookRecord) -> None:
+        record = _stored(record)
+        with self._lock:
+            if record.endpoint.account_id not in self._t.accounts:
+                raise DanglingReference(f"no account {record.endpoint.account_id}")
+            self._t.webhooks[record.id] = record
+
+    def get_webhook(self, webhook_id: str) -> WebhookRecord | None:
+        with self._lock:
+            return self._t.webhooks.get(webhook_id)
+
+    def delete_webhook(self, webhook_id: str) -> bool:
+        with self._lock:
+            return self._t.webhooks.pop(webhook_id, None) is not None
+
+    def list_webhooks(self, account_id: str) -> list[WebhookRecord]:
+        with self._lock:
+            found = [w for w in self._t.webhooks.values() if w.endpoint.account_id == account_id]
+        return sorted(found, key=lambda w: w.id)
+
+    def insert_delivery(self, record: DeliveryRecord) -> None:
+        record = _stored(record)
+        with self._lock:
+            self._absent(self._t.deliveries, record.id, "delivery")
+            self._t.deliveries[record.id] = record
+
+    def update_delivery(self, record: DeliveryRecord) -> None:
+        record = _stored(record)
+        with self._lock:
+            if record.id not in self._t.deliveries:
+                raise MissingRecord(f"no delivery {record.id} to update")
+            self._t.deliveries[record.id] = record
+
+    def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        with self._lock:
+            return self._t.deliveries.get(delivery_id)
+
+    def due_deliveries(self, now: int, limit: int) -> list[DeliveryRecord]:
+        check_limit(limit)
+        with self._lock:
+            due = [
+                d
+                for d in self._t.deliveries.values()
+                if d.delivery.next_attempt_at is not None and d.delivery.next_attempt_at <= now
+            ]
+        return sorted(due, key=lambda d: d.id)[:limit]
+
+    def deliveries_in_flight(self) -> list[DeliveryRecord]:
+        with self._lock:
+            found = [
+                d for d in self._t.deliveries.values() if d.delivery.status.value == "delivering"
+            ]
+        return sorted(found, key=lambda d: d.id)
+
+    def list_deliveries(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        cursor: str | None,
+        status: str | None = None,
+        webhook_id: str | None = None,
+    ) -> tuple[list[DeliveryRecord], str | None]:
+        check_limit(limit)
+        with self._lock:
+            found = [
+                d
+                for d in self._t.deliveries.values()
+                if d.account_id == account_id
+                and (status is None or d.delivery.status.value == status)
+                and (webhook_id is None or d.delivery.endpoint_id == webhook_id)
+                and (cursor is None or d.id < cursor)
+            ]
+        found.sort(key=lambda d: d.id, reverse=True)
+        return page(found[: limit + 1], limit, "id")
 
 
 def check_json_doc(doc: dict[str, object]) -> dict[str, object]:

@@ -154,8 +154,43 @@ def _v2_email(db: sqlite_utils.Database) -> None:
     mail.create_index(["account_id", "related_id"])
 
 
+def _v3_webhooks(db: sqlite_utils.Database) -> None:
+    """Webhook endpoints and the delivery log (PRODUCT §9)."""
+    hooks = db.table("webhooks").create(
+        {"id": str, "account_id": str, "doc": str},
+        pk="id",
+        not_null=["account_id", "doc"],
+        foreign_keys=[("account_id", "accounts", "id")],
+        strict=True,
+    )
+    hooks.create_index(["account_id", "id"])
+    deliveries = db.table("webhook_deliveries").create(
+        {
+            "id": str,
+            "account_id": str,
+            "endpoint_id": str,
+            "status": str,
+            "due_at": int,
+            "doc": str,
+        },
+        pk="id",
+        not_null=["account_id", "endpoint_id", "status", "doc"],
+        strict=True,
+    )
+    deliveries.create_index(["due_at"])
+    deliveries.create_index(["account_id", "id"])
+    db.execute(
+        "CREATE INDEX idx_deliveries_inflight ON webhook_deliveries (id) "
+        "WHERE status = 'delivering'"
+    )
+
+
 #: ``MIGRATIONS[v]`` takes the schema from version v to v + 1. Append only.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_v1_initial, _v2_email)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _v1_initial,
+    _v2_email,
+    _v3_webhooks,
+)
 
 
 __all__ = ["MIGRATIONS"]

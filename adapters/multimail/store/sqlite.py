@@ -40,6 +40,7 @@ from multimail.records import (
     Account,
     AuditEntry,
     Contact,
+    DeliveryRecord,
     EventRecord,
     IdempotentResponse,
     KeyRecord,
@@ -47,6 +48,7 @@ from multimail.records import (
     QueuedMail,
     ReputationFact,
     Suppression,
+    WebhookRecord,
 )
 from multimail.store import codec
 from multimail.store.base import (
@@ -782,6 +784,103 @@ class SqliteStore:
             [mailbox_id, sender.lower(), PRIOR_CAP],
         )
         return int(rows[0][0])
+
+    # --- webhooks -------------------------------------------------------------------------
+
+    def last_event_seq(self) -> int:
+        return int(self._rows("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
+
+    def events_since(self, after: int, limit: int) -> list[EventRecord]:
+        check_limit(limit)
+        return self._docs(
+            EventRecord, "SELECT doc FROM events WHERE seq > ? ORDER BY seq LIMIT ?", [after, limit]
+        )
+
+    def put_webhook(self, record: WebhookRecord) -> None:
+        self._write(
+            "INSERT INTO webhooks (id, account_id, doc) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, doc = excluded.doc",
+            [record.id, record.endpoint.account_id, codec.dumps(record)],
+        )
+
+    def get_webhook(self, webhook_id: str) -> WebhookRecord | None:
+        return self._doc(WebhookRecord, "SELECT doc FROM webhooks WHERE id = ?", [webhook_id])
+
+    def delete_webhook(self, webhook_id: str) -> bool:
+        return self._write("DELETE FROM webhooks WHERE id = ?", [webhook_id]).rowcount > 0
+
+    def list_webhooks(self, account_id: str) -> list[WebhookRecord]:
+        return self._docs(
+            WebhookRecord,
+            "SELECT doc FROM webhooks WHERE account_id = ? ORDER BY id",
+            [account_id],
+        )
+
+    @staticmethod
+    def _delivery_row(record: DeliveryRecord) -> list[object]:
+        d = record.delivery
+        return [record.account_id, d.endpoint_id, d.status.value, d.next_attempt_at,
+                codec.dumps(record), record.id]  # fmt: skip
+
+    def insert_delivery(self, record: DeliveryRecord) -> None:
+        self._write(
+            "INSERT INTO webhook_deliveries (account_id, endpoint_id, status, due_at, doc, id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            self._delivery_row(record),
+        )
+
+    def update_delivery(self, record: DeliveryRecord) -> None:
+        self._update(
+            "delivery",
+            record.id,
+            "UPDATE webhook_deliveries SET account_id = ?, endpoint_id = ?, status = ?, "
+            "due_at = ?, doc = ? WHERE id = ?",
+            self._delivery_row(record),
+        )
+
+    def get_delivery(self, delivery_id: str) -> DeliveryRecord | None:
+        return self._doc(
+            DeliveryRecord, "SELECT doc FROM webhook_deliveries WHERE id = ?", [delivery_id]
+        )
+
+    def due_deliveries(self, now: int, limit: int) -> list[DeliveryRecord]:
+        check_limit(limit)
+        return self._docs(
+            DeliveryRecord,
+            "SELECT doc FROM webhook_deliveries WHERE due_at <= ? ORDER BY id LIMIT ?",
+            [now, limit],
+        )
+
+    def deliveries_in_flight(self) -> list[DeliveryRecord]:
+        return self._docs(
+            DeliveryRecord,
+            "SELECT doc FROM webhook_deliveries WHERE status = 'delivering' ORDER BY id",
+            [],
+        )
+
+    def list_deliveries(
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        cursor: str | None,
+        status: str | None = None,
+        webhook_id: str | None = None,
+    ) -> tuple[list[DeliveryRecord], str | None]:
+        check_limit(limit)
+        sql = "SELECT doc FROM webhook_deliveries WHERE account_id = ?"
+        params: list[object] = [account_id]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        if webhook_id is not None:
+            sql += " AND endpoint_id = ?"
+            params.append(webhook_id)
+        if cursor is not None:
+            sql += " AND id < ?"
+            params.append(cursor)
+        found = self._docs(DeliveryRecord, sql + " ORDER BY id DESC LIMIT ?", [*params, limit + 1])
+        return self._page(found, limit, lambda d: d.id)
 
 
 __all__ = ["SqliteStore"]
