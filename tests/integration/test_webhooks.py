@@ -260,3 +260,43 @@ def test_the_stream_and_wait_for_email_deliver_without_a_public_url(tenant: Tena
 
 def _shifted(clock, by_ms: int):
     return lambda: clock() + by_ms
+
+
+def test_a_receiver_that_is_down_gets_the_event_once_it_is_back(tenant: Tenant):
+    """Connection refused is retried like any failure; nothing is lost meanwhile."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hook"
+    made = tenant.admin.ok("POST", "/v1/webhooks", {"url": url, "events": ["mailbox.created"]},
+                           expect=201)  # fmt: skip
+    tenant.mailbox("while-down")
+    log = eventually(
+        lambda: [d for d in tenant.admin.ok("GET", "/v1/webhook-deliveries",
+                 params={"webhook_id": made["id"]})["deliveries"] if d["attempts"] >= 1],
+        what="a failed attempt",
+    )  # fmt: skip
+    assert log[0]["status"] == "pending"
+    assert log[0]["response_status"] is None
+    got: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(self.rfile.read(int(self.headers.get("content-length", 0))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        service = tenant.mm.service
+        service.clock = _shifted(service.clock, 3_600_000)  # past the retry, without waiting
+        eventually(lambda: got, what="the retried delivery")
+        assert json.loads(got[0])["type"] == "mailbox.created"
+    finally:
+        server.shutdown()
