@@ -222,18 +222,25 @@ class WebhookFlow(_Base):
         return len(events)
 
     def claim_webhook_deliveries(self, *, limit: int = 50) -> list[Outgoing]:
-        out: list[Outgoing] = []
+        claimed: list[tuple[DeliveryRecord, WebhookRecord]] = []
         now = self.clock()
-        for due in self.store.due_deliveries(now, limit):
-            with self._tx():
-                record = self.store.get_delivery(due.id)
-                if record is None or record.delivery.status is not webhooks.DeliveryStatus.PENDING:
+        with self._tx():  # one transaction for the whole round of claims
+            hooks: dict[str, WebhookRecord | None] = {}
+            for record in self.store.due_deliveries(now, limit):
+                if record.delivery.status is not webhooks.DeliveryStatus.PENDING:
                     continue
-                hook = self.store.get_webhook(record.delivery.endpoint_id)
+                endpoint_id = record.delivery.endpoint_id
+                if endpoint_id not in hooks:
+                    hooks[endpoint_id] = self.store.get_webhook(endpoint_id)
+                hook = hooks[endpoint_id]
                 if hook is None or hook.endpoint.status is not webhooks.EndpointStatus.ACTIVE:
                     continue  # a deleted or disabled endpoint: the delivery stays as logged
-                claimed = replace(record, delivery=webhooks.claim(record.delivery))
-                self.store.update_delivery(claimed)
+                self.store.update_delivery(
+                    replace(record, delivery=webhooks.claim(record.delivery))
+                )
+                claimed.append((record, hook))
+        out: list[Outgoing] = []
+        for record, hook in claimed:
             body = self._payload(record)
             valid = [hook.secret]
             if hook.previous_secret and (hook.previous_expires_at or 0) > now:
