@@ -24,7 +24,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from multimail.embedded import Embedded, run_embedded
-from tests.integration.conftest import Api, Tenant, assert_problem, eventually, unique
+from tests.integration.conftest import Api, Tenant, assert_problem, unique
+from tests.integration.conftest import eventually as _eventually
 
 
 @dataclass
@@ -99,9 +100,20 @@ def deliver_mail(mm: Embedded, to: str, subject: str) -> None:
         client.sendmail("alice@outside.example", [to], raw)
 
 
+def eventually(probe, *, timeout: float = 15.0, what: str = ""):
+    """The shared helper with a longer default: webhooks go through fan-out and a worker,
+    and CI machines are busy."""
+    return _eventually(probe, timeout=timeout, what=what)
+
+
 def subscribe(tenant: Tenant, receiver: Receiver, events: list[str]) -> dict:
     body = {"url": receiver.url, "events": events}
     return tenant.admin.ok("POST", "/v1/webhooks", body, expect=201)
+
+
+def pending_after(tenant: Tenant, webhook_id: str, attempts: int) -> bool:
+    log = tenant.admin.ok("GET", "/v1/webhook-deliveries", params={"webhook_id": webhook_id})
+    return any(d["status"] == "pending" and d["attempts"] == attempts for d in log["deliveries"])
 
 
 def dead_letters(tenant: Tenant) -> list[dict]:
@@ -141,11 +153,12 @@ def test_failures_are_retried_with_the_same_id_until_delivered(tenant: Tenant, r
     receiver.script[:] = [500, 503]
     made = subscribe(tenant, receiver, ["mailbox.created"])
     tenant.mailbox("trigger")
-    eventually(lambda: len(receiver.got) >= 1, what="first attempt")
     service = tenant.mm.service
-    for _ in range(2):  # move time past each retry instead of waiting for it
-        service.clock = _shifted(service.clock, 3_600_000)
+    for attempts in (1, 2):  # move time past each retry instead of waiting for it
+        # the failed attempt is recorded (its retry scheduled) before time moves on
+        eventually(lambda n=attempts: pending_after(tenant, made["id"], n), what="a failure")
         seen = len(receiver.got)
+        service.clock = _shifted(service.clock, 3_600_000)
         eventually(lambda seen=seen: len(receiver.got) > seen, what="a retry")
     ids = {h["webhook-id"] for h, _, _ in receiver.got}
     assert len(ids) == 1  # at-least-once with a stable id: receivers dedupe on it
