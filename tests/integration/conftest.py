@@ -29,7 +29,7 @@ T = TypeVar("T")
 PROBLEM_FIELDS = ("type", "title", "status", "detail", "code")
 
 
-def eventually(probe: Callable[[], T], *, timeout: float = 5.0, what: str = "") -> T:
+def eventually(probe: Callable[[], T], *, timeout: float = 10.0, what: str = "") -> T:
     """Return the first truthy value of ``probe()``; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last: T = probe()

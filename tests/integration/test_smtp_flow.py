@@ -95,7 +95,7 @@ def test_a_message_sent_with_swaks_lands_with_parts_and_signals(tenant: Tenant, 
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "250 2.0.0" in done.stdout
-    [summary] = tenant.wait_inbound(box["id"])
+    [summary] = tenant.wait_inbound(box["id"], timeout=15)
     assert summary["requires_action"] is True  # a person wrote; reading it clears this
     email = tenant.admin.email(summary["id"])
     assert email["subject"] == "Quarterly report"
@@ -118,11 +118,11 @@ def test_acknowledged_bytes_are_served_back_identically(tenant: Tenant):
     box = tenant.mailbox("raw-in")
     raw = outside_message(box["address"], "Byte for byte")
     assert smtp_send(tenant.mm, raw, [box["address"]]) == {}
-    [summary] = tenant.wait_inbound(box["id"])
+    [summary] = tenant.wait_inbound(box["id"], timeout=15)
     assert tenant.admin.get(f"/v1/emails/{summary['id']}/raw").content == raw
     raw2 = outside_message(box["address"], "Second")
     smtp_send(tenant.mm, raw2, [box["address"]])
-    emails = tenant.wait_inbound(box["id"], 2)
+    emails = tenant.wait_inbound(box["id"], 2, timeout=15)
     second = tenant.admin.email(next(e["id"] for e in emails if e["subject"] == "Second"))
     assert second["signals"]["first_contact"] is False
     assert second["signals"]["prior_messages"] == 1
@@ -133,7 +133,7 @@ def test_plus_addressing_reaches_the_base_mailbox(tenant: Tenant):
     local, domain = box["address"].split("@")
     tagged = f"{local}+invoices@{domain}"
     smtp_send(tenant.mm, outside_message(tagged, "Tagged"), [tagged])
-    [summary] = tenant.wait_inbound(box["id"])
+    [summary] = tenant.wait_inbound(box["id"], timeout=15)
     assert summary["subject"] == "Tagged"
 
 
@@ -251,7 +251,7 @@ def test_a_gated_reply_waits_for_the_emailed_link_then_leaves_signed_and_verifia
     box = tenant.mailbox("gated", "gated_send")
     smtp_send(tenant.mm, outside_message(box["address"], "Need a quote"), [box["address"]],
               mail_from="alice@outside.example")  # fmt: skip
-    [inbound] = tenant.wait_inbound(box["id"])
+    [inbound] = tenant.wait_inbound(box["id"], timeout=15)
     agent = tenant.agent(box["id"])
     sent = agent.ok("POST", f"/v1/mailboxes/{box['id']}/reply",
                     {"email_id": inbound["id"], "body_text": "Our quote is 42 EUR."},
@@ -348,7 +348,7 @@ def test_a_hard_bounce_marks_the_message_moves_only_that_mailbox_and_suppresses(
     before_b = tenant.admin.ok("GET", f"/v1/mailboxes/{b['id']}/reputation")
     sent = tenant.admin.ok("POST", f"/v1/mailboxes/{a['id']}/send",
                            {"to": [rejected], "subject": "Hi", "body_text": "Hello"})  # fmt: skip
-    email = tenant.wait_status(sent["message_id"], "bounced")
+    email = tenant.wait_status(sent["message_id"], "bounced", timeout=15)
     assert "5.1.1" in email["last_reply"]
     rep_a = tenant.admin.ok("GET", f"/v1/mailboxes/{a['id']}/reputation")
     assert rep_a["hard_bounces_30d"] == 1
@@ -366,11 +366,11 @@ def test_a_dsn_to_the_verp_address_bounces_the_original(tenant: Tenant, sink: Si
     body = {"to": [later], "subject": "Invoice", "body_text": "Attached."}
     sent = tenant.admin.ok("POST", f"/v1/mailboxes/{a['id']}/send", body)
     [out] = sink.wait(later)
-    tenant.wait_status(sent["message_id"], "sent", "delivered")
+    tenant.wait_status(sent["message_id"], "sent", "delivered", timeout=15)
     assert out.mail_from == f"bounces+{sent['message_id']}@{tenant.domain}"
     dsn = _dsn(out, later)
     smtp_send(tenant.mm, dsn, [out.mail_from], mail_from="")
-    tenant.wait_status(sent["message_id"], "bounced")
+    tenant.wait_status(sent["message_id"], "bounced", timeout=15)
     suppressed = tenant.admin.ok("GET", "/v1/suppression")["suppressions"]
     assert later in [s["email_address"] for s in suppressed]
 
@@ -400,7 +400,7 @@ def _dsn(out, rcpt: str) -> bytes:
 def test_a_reply_that_lost_its_headers_joins_the_thread_by_subject_and_sender(tenant: Tenant):
     box = tenant.mailbox("threads")
     smtp_send(tenant.mm, outside_message(box["address"], "Order 42"), [box["address"]])
-    [first] = tenant.wait_inbound(box["id"])
+    [first] = tenant.wait_inbound(box["id"], timeout=15)
     tenant.admin.ok("POST", f"/v1/mailboxes/{box['id']}/reply",
                     {"email_id": first["id"], "body_text": "Which size?"})  # fmt: skip
     # the customer's client dropped In-Reply-To and References
@@ -410,7 +410,7 @@ def test_a_reply_that_lost_its_headers_joins_the_thread_by_subject_and_sender(te
         b"alice@outside.example", b"mallory@elsewhere.example"
     )
     smtp_send(tenant.mm, stranger, [box["address"]], mail_from="mallory@elsewhere.example")
-    emails = tenant.wait_inbound(box["id"], 3)
+    emails = tenant.wait_inbound(box["id"], 3, timeout=15)
     by_sender = {(e["from"], e["subject"]): e for e in emails}
     followup = by_sender[("alice@outside.example", "RE: Re:  order 42")]
     assert followup["thread_id"] == first["thread_id"]
@@ -425,7 +425,7 @@ def test_an_agent_cannot_reply_to_an_auto_reply(tenant: Tenant):
         b"Subject:", b"Auto-Submitted: auto-replied\r\nSubject:"
     )
     smtp_send(tenant.mm, raw, [box["address"]])
-    [auto] = tenant.wait_inbound(box["id"])
+    [auto] = tenant.wait_inbound(box["id"], timeout=15)
     assert auto["requires_action"] is False
     answer = tenant.admin.post(f"/v1/mailboxes/{box['id']}/reply",
                                {"email_id": auto["id"], "body_text": "Thanks!"})  # fmt: skip
@@ -439,7 +439,7 @@ def test_one_transaction_stores_one_copy_per_mailbox_and_caps_recipients(tenant:
     spellings = [box["address"], f"{local}+a@{domain}", f"{local.upper()}@{domain}"]
     smtp_send(tenant.mm, outside_message(box["address"], "Spelled thrice"), spellings)
     tenant.flush()
-    assert len(tenant.wait_inbound(box["id"])) == 1
+    assert len(tenant.wait_inbound(box["id"], timeout=15)) == 1
     with smtplib.SMTP("127.0.0.1", tenant.mm.smtp_port, timeout=10) as client:
         client.ehlo("tester.example")
         client.mail("alice@outside.example")
