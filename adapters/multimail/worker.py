@@ -30,10 +30,13 @@ log = logging.getLogger("multimail.worker")
 IDLE_WAIT = 0.5
 
 
-class DeliveryWorker:
-    def __init__(self, service: Service, transport: Transport, *, concurrency: int = 20) -> None:
-        self.service = service
-        self.transport = transport
+class _Loop:
+    """What both workers share: a wake-up event, a stop flag, a set of tasks in flight, and
+    rounds run until stopped (Rules 2, 3)."""
+
+    name = "worker"
+
+    def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick: asyncio.Event | None = None
@@ -45,22 +48,22 @@ class DeliveryWorker:
         self._kick = asyncio.Event()
 
     def kick(self) -> None:
-        """Wake the worker (a message was queued); safe from any thread."""
+        """Wake the worker (something was queued or committed); safe from any thread."""
         loop, event = self._loop, self._kick
-        if loop is not None and event is not None:
+        if loop is not None and event is not None and not loop.is_closed():
             loop.call_soon_threadsafe(event.set)
 
     def stop(self) -> None:
         self._stopping = True
         self.kick()
 
-    async def run(self) -> None:
+    async def _rounds(self, round_: Callable[[], Awaitable[bool]]) -> None:
         assert self._kick is not None, "bind() first"
         while not self._stopping:
             try:
-                busy = await self._round()
+                busy = await round_()
             except Exception:
-                log.exception("delivery round failed; retrying")
+                log.exception("%s round failed; retrying", self.name)
                 busy = False
             if busy:
                 continue
@@ -70,18 +73,13 @@ class DeliveryWorker:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _round(self) -> bool:
+    async def _room(self) -> int:
+        """Free slots; when there are none, wait for a task to finish and say 0."""
         room = self.concurrency - len(self._tasks)
         if room <= 0:
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-            return True
-        jobs, handled = await asyncio.to_thread(self.service.claim_deliveries, limit=room)
-        for job in jobs:
-            self._spawn(self._deliver(job))
-        mails = await asyncio.to_thread(self.service.claim_mail, limit=max(1, room - len(jobs)))
-        for mail in mails:
-            self._spawn(self._send_mail(mail))
-        return bool(handled or mails)
+            return 0
+        return room
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -91,8 +89,32 @@ class DeliveryWorker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("delivery task failed", exc_info=task.exception())
+            log.error("%s task failed", self.name, exc_info=task.exception())
         self.kick()
+
+
+class DeliveryWorker(_Loop):
+    name = "delivery"
+
+    def __init__(self, service: Service, transport: Transport, *, concurrency: int = 20) -> None:
+        super().__init__(concurrency)
+        self.service = service
+        self.transport = transport
+
+    async def run(self) -> None:
+        await self._rounds(self._round)
+
+    async def _round(self) -> bool:
+        room = await self._room()
+        if not room:
+            return True
+        jobs, handled = await asyncio.to_thread(self.service.claim_deliveries, limit=room)
+        for job in jobs:
+            self._spawn(self._deliver(job))
+        mails = await asyncio.to_thread(self.service.claim_mail, limit=max(1, room - len(jobs)))
+        for mail in mails:
+            self._spawn(self._send_mail(mail))
+        return bool(handled or mails)
 
     async def _deliver(self, job: Job) -> None:
         replies = await self.transport.send(job.mail_from, job.recipients, job.raw)
@@ -156,7 +178,7 @@ def sender_checks(mode: str) -> Authenticator:
     return check
 
 
-class WebhookWorker:
+class WebhookWorker(_Loop):
     """Fans committed events out into deliveries and POSTs them (PRODUCT §9).
 
     Rule 1: at most ``per_endpoint`` requests in flight per endpoint, ``concurrency`` in all.
@@ -164,6 +186,8 @@ class WebhookWorker:
             is re-checked against private ranges at connect time (``ssrf.guarded_client``).
     Rule 3: ``stop()`` ends claiming; requests in flight are finished and recorded.
     """
+
+    name = "webhook"
 
     def __init__(
         self,
@@ -174,74 +198,32 @@ class WebhookWorker:
         concurrency: int = 32,
         per_endpoint: int = 4,
     ) -> None:
+        super().__init__(concurrency)
         self.service = service
         self.allow_private = allow_private
         self.timeout = timeout
-        self.concurrency = concurrency
         self.per_endpoint = per_endpoint
-        self._kick: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
         self._busy: dict[str, int] = {}
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._kick = asyncio.Event()
-
-    def kick(self) -> None:
-        loop, event = self._loop, self._kick
-        if loop is not None and event is not None:
-            loop.call_soon_threadsafe(event.set)
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.kick()
 
     async def run(self) -> None:
         from multimail import ssrf
 
-        assert self._kick is not None, "bind() first"
         await asyncio.to_thread(self.service.recover_webhooks)
         client = ssrf.guarded_client(allow_private=self.allow_private, timeout=self.timeout)
         try:
-            while not self._stopping:
-                try:
-                    busy = await self._round(client)
-                except Exception:
-                    log.exception("webhook round failed; retrying")
-                    busy = False
-                if busy:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), timeout=IDLE_WAIT)
-                self._kick.clear()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._rounds(lambda: self._round(client))
         finally:
             await client.aclose()
 
     async def _round(self, client: Any) -> bool:
         fanned = await asyncio.to_thread(self.service.fan_out)
-        room = self.concurrency - len(self._tasks)
-        if room <= 0:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        room = await self._room()
+        if not room:
             return True
         claimed = await asyncio.to_thread(self.service.claim_webhook_deliveries, limit=room)
         for outgoing in claimed:
             self._spawn(self._post(client, outgoing))
         return bool(fanned or claimed)
-
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhook task failed", exc_info=task.exception())
-        self.kick()
 
     async def _post(self, client: Any, outgoing: Outgoing) -> None:
         while self._busy.get(outgoing.endpoint_id, 0) >= self.per_endpoint:
