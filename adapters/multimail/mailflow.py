@@ -27,7 +27,6 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from email.utils import formataddr
 from typing import TYPE_CHECKING, Any
 
 from multimail import mime, reports, signing
@@ -35,8 +34,8 @@ from multimail.errors import AlreadyDecided, LinkExpired, NotFound
 from multimail.records import Attachment, Content, MessageRecord, QueuedMail, ReputationFact
 from multimail.records import Suppression as SuppressionRecord
 from multimail_core import approval as approvals
-from multimail_core import delivery, inbound, mailbox, mailqueue, outbound, reputation, workflows
-from multimail_core.addresses import base, parse_address
+from multimail_core import delivery, mailbox, mailqueue, outbound, reputation, workflows
+from multimail_core.addresses import parse_address
 from multimail_core.authorization import Key, Scope
 from multimail_core.errors import InvalidAddress, InvalidValue, MultimailError
 from multimail_core.ids import Kind
@@ -1095,10 +1094,6 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def display(name: str, address: str) -> str:
-    return formataddr((name, address))
-
-
 __all__ = [
     "Accepted",
     "Incoming",
@@ -1109,5 +1104,3 @@ __all__ = [
     "NoRecipient",
     "content_from",
 ]
-
-del inbound, base

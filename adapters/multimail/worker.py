@@ -22,6 +22,7 @@ from typing import Any
 from multimail.mailflow import Job
 from multimail.records import QueuedMail
 from multimail.service import Service
+from multimail.smtp_in import Authenticator, no_signals
 from multimail.transport import Transport
 from multimail.webhookflow import Outgoing
 
@@ -142,14 +143,10 @@ async def _settle(record: Callable[..., None], *args: object, **kwargs: object) 
     log.error("gave up recording a delivery answer; the message fails at the next start")
 
 
-Authenticator = Callable[[bytes, str | None, str | None, str, str], dict[str, object]]
-
-
 def sender_checks(mode: str) -> Authenticator:
     """DKIM, SPF and DMARC for an arrival (``--dns system`` or ``--dns HOST:PORT``), or
     nothing (``--dns off``)."""
     from multimail import signals
-    from multimail.smtp_in import no_signals
 
     if mode == "off":
         return no_signals

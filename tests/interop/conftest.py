@@ -17,7 +17,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -26,36 +26,20 @@ import httpx
 import pytest
 
 from multimail.embedded import Embedded, run_embedded
+from tests.integration.conftest import eventually
 
 T = TypeVar("T")
 
 RATE_LIMIT_RETRIES = 30
 
 _EOL = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
-_BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 _STORED_AS = re.compile(r"stored as ((?:msg_\w+ ?)+)")
-
-
-def eventually(probe: Callable[[], T], *, timeout: float = 10.0, what: str = "") -> T:
-    """The first truthy value of ``probe()``; fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = probe()
-    while not last:
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or probe}: last={last!r}")
-        time.sleep(0.05)
-        last = probe()
-    return last
 
 
 def wire_bytes(data: bytes) -> bytes:
     """What the server must store for ``data`` sent by smtplib (Rule 4)."""
     fixed = _EOL.sub(b"\r\n", data)
     return fixed if fixed.endswith(b"\r\n") else fixed + b"\r\n"
-
-
-def has_bare_line_endings(data: bytes) -> bool:
-    return _BARE.search(data) is not None
 
 
 def dot_stuffed(data: bytes) -> bytes:

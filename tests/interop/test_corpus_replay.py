@@ -26,13 +26,13 @@ import httpx
 import pytest
 
 from multimail.embedded import Embedded
+from multimail.mime import has_bare_line_endings
 from tests.corpus import CORPUS, corpus_files, require_corpus
 from tests.interop.conftest import (
     Api,
     RawSmtp,
     Reply,
     dot_stuffed,
-    has_bare_line_endings,
     stored_ids,
     wire_bytes,
 )

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from multimail.embedded import Embedded
-from tests.interop.conftest import Api, RawSmtp, dot_stuffed, has_bare_line_endings, stored_ids
+from multimail.mime import has_bare_line_endings
+from tests.interop.conftest import Api, RawSmtp, dot_stuffed, stored_ids
 
 SWAKS = shutil.which("swaks")
 pytestmark = pytest.mark.skipif(SWAKS is None, reason="swaks is not installed")
