@@ -27,7 +27,7 @@ from markdown_it import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from multimail import payloads, render
+from multimail import render
 from multimail.errors import HIDE_AS_NOT_FOUND, STATUS, NotFound, PayloadTooLarge, RateLimited
 from multimail.service import Service, canonical
 from multimail_core.addresses import has_header_breaking_chars
@@ -352,27 +352,6 @@ async def _await_ring(armed: asyncio.Event | None, timeout: float) -> None:
         return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(armed.wait(), timeout=max(0.0, timeout))
-
-
-def _matching_email(
-    service: Service,
-    key: Key,
-    event: Any,
-    sender: str | None,
-    subject_contains: str | None,
-) -> dict[str, object] | None:
-    message_id = event.data.get("message_id")
-    if not isinstance(message_id, str):
-        return None
-    record = service.store.get_message(message_id)
-    if record is None or record.state.mailbox_id != event.mailbox_id:
-        return None
-    content = record.content
-    if sender and sender.lower() not in content.sender.lower():
-        return None
-    if subject_contains and subject_contains.lower() not in content.subject.lower():
-        return None
-    return payloads.message_payload(record, public_url=service.config.public_url)
 
 
 def create_app(
@@ -1052,7 +1031,7 @@ def create_app(
             for event in batch:
                 cursor = event.seq
                 found = await run_in_threadpool(
-                    _matching_email, service, key, event, sender, subject_contains
+                    service.received_email, event, sender=sender, subject_contains=subject_contains
                 )
                 if found is not None:
                     return {"email": found, "timed_out": False, "cursor": str(cursor)}

@@ -192,8 +192,10 @@ class WebhookFlow(_Base):
 
     def fan_out(self, *, limit: int = FAN_OUT_BATCH) -> int:
         """Turn committed events into deliveries (Rule 1); returns the events read."""
+        if self.store.last_event_seq() <= self._fan_out_cursor():
+            return 0  # nothing new: no write transaction (this runs after every commit)
         with self._tx():
-            cursor = int(dict(self.store.kv_get(CURSOR) or {}).get("seq", 0))  # type: ignore[call-overload]
+            cursor = self._fan_out_cursor()
             events = self.store.events_since(cursor, limit)
             if not events:
                 return 0
@@ -221,9 +223,14 @@ class WebhookFlow(_Base):
             self.store.kv_put(CURSOR, {"seq": events[-1].seq})
         return len(events)
 
+    def _fan_out_cursor(self) -> int:
+        return int(dict(self.store.kv_get(CURSOR) or {}).get("seq", 0))  # type: ignore[call-overload]
+
     def claim_webhook_deliveries(self, *, limit: int = 50) -> list[Outgoing]:
         claimed: list[tuple[DeliveryRecord, WebhookRecord]] = []
         now = self.clock()
+        if not self.store.due_deliveries(now, 1):
+            return []  # nothing due: no write transaction
         with self._tx():  # one transaction for the whole round of claims
             hooks: dict[str, WebhookRecord | None] = {}
             for record in self.store.due_deliveries(now, limit):
@@ -266,6 +273,28 @@ class WebhookFlow(_Base):
         return payloads.event_payload(
             event.id, event.type, event.created_at, event.account_id, event.mailbox_id, data
         )
+
+    def received_email(
+        self,
+        event: EventRecord,
+        *,
+        sender: str | None = None,
+        subject_contains: str | None = None,
+    ) -> dict[str, object] | None:
+        """The ``message.received`` payload of ``event`` when the message matches the
+        filters (case-insensitive substrings), else None (``wait_for_email``)."""
+        message_id = event.data.get("message_id")
+        if not isinstance(message_id, str):
+            return None
+        record = self.store.get_message(message_id)
+        if record is None or record.state.mailbox_id != event.mailbox_id:
+            return None
+        content = record.content
+        if sender and sender.lower() not in content.sender.lower():
+            return None
+        if subject_contains and subject_contains.lower() not in content.subject.lower():
+            return None
+        return payloads.message_payload(record, public_url=self.config.public_url)
 
     def finish_webhook_delivery(
         self,
