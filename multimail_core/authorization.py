@@ -167,6 +167,7 @@ OPERATIONS: dict[str, Operation] = {
         _op("suppression.manage", "oversight", _A, False),
         _op("webhooks.manage", "admin", _A, False),
         _op("events.read", "read", _A, True),
+        _op("mcp.connect", "read send oversight", _A, True),
     )
 }
 

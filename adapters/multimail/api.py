@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, quote
@@ -26,9 +26,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from markdown_it import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from multimail import render
 from multimail.errors import HIDE_AS_NOT_FOUND, STATUS, NotFound, PayloadTooLarge, RateLimited
+from multimail.mcp_server import HttpEndpoint
 from multimail.service import Service, canonical
 from multimail_core.addresses import has_header_breaking_chars
 from multimail_core.approval import Content as EditContent
@@ -62,7 +64,7 @@ def problem(status: int, code: str, detail: str, **extra: object) -> JSONRespons
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def _error_response(exc: MultimailError) -> JSONResponse:
+def error_response(exc: MultimailError) -> JSONResponse:
     if isinstance(exc, NotPermitted) and exc.rule in HIDE_AS_NOT_FOUND:
         return problem(404, "not_found", "no such resource")
     extra: dict[str, object] = {}
@@ -361,7 +363,13 @@ def create_app(
     on_send: Callable[[], None] | None = None,
     bell: EventBell | None = None,
 ) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with app.state.mcp.running():
+            yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="MultiMail API",
         version="0.1.0",
         description=(
@@ -378,7 +386,7 @@ def create_app(
 
     @app.exception_handler(MultimailError)
     async def _mm_error(request: Request, exc: MultimailError) -> JSONResponse:
-        return _error_response(exc)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -1109,6 +1117,10 @@ def create_app(
     routes[("GET", "/docs")] = "public"
     routes[("GET", "/docs/oauth2-redirect")] = "public"
     routes[("GET", "/redoc")] = "public"
+    # MCP over Streamable HTTP: the same keys; each tool call goes through the routes above.
+    app.state.mcp = HttpEndpoint(app, service, service.config.public_url)
+    routes[("POST", "/mcp")] = "mcp.connect"
+    app.router.routes.append(Route("/mcp", app.state.mcp, methods=["POST"]))
     return app
 
 

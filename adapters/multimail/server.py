@@ -270,11 +270,12 @@ class Runtime:
         work = asyncio.create_task(self.worker.run())
         hooks = asyncio.create_task(self.webhooks.run())
         sockets = [self.sock] if self.sock is not None else None
-        server = asyncio.create_task(self.uvicorn.serve(sockets=sockets))
-        while not self.uvicorn.started and not server.done():
-            await asyncio.sleep(0.01)
-        self.ready.set()
-        await server
+        async with self.app.state.mcp.running():
+            server = asyncio.create_task(self.uvicorn.serve(sockets=sockets))
+            while not self.uvicorn.started and not server.done():
+                await asyncio.sleep(0.01)
+            self.ready.set()
+            await server
         # uvicorn has stopped taking requests: stop SMTP (in-flight DATA finishes), then
         # let the worker finish its current batch.
         await self.smtp.stop()

@@ -1186,6 +1186,13 @@ class Service(MailFlow, WebhookFlow):
             events = [e for e in events if e.mailbox_id in key.mailbox_ids]
         return events
 
+    def connect_mcp(self, secret: str | None) -> Key:
+        """The key behind an MCP connection; each tool call is then authorized as its own
+        API operation."""
+        key = self.authenticate(secret)
+        self._authorize(key, "mcp.connect", key.account_id)
+        return key
+
     def list_audit(
         self, key: Key, *, limit: int, cursor: str | None
     ) -> tuple[list[AuditEntry], str | None]:
