@@ -683,6 +683,18 @@ class _Operations(Generic[R]):
     def get_usage(self) -> R:
         return self._call(_Request("GET", "/v1/usage"))
 
+    def get_identity_keys(self, mailbox_id: str) -> R:
+        """A mailbox's published Ed25519 identity keys (public, no key needed):
+        ``{mailbox_id, keys: [jwk, ...]}``; revoked keys carry ``revoked_at``."""
+        return self._call(_Request("GET", f"/.well-known/multimail/keys/{_seg(mailbox_id)}"))
+
+    def get_published_dns(self, name: str) -> R:
+        """The TXT records this server asks to publish at ``name`` (its DKIM keys), public:
+        ``{name, type, records: [str, ...]}``; NotFound when there are none."""
+        return self._call(
+            _Request("GET", "/.well-known/multimail/dns", params={"name": name, "type": "TXT"})
+        )
+
     def list_domains(self) -> R:
         """``{domains: [{domain, status, dns_records}]}``."""
         return self._call(_Request("GET", "/v1/domains"))

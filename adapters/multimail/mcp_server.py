@@ -54,6 +54,7 @@ from multimail.client import (
     WAIT_MAX_SECONDS,
     AsyncClient,
     MultimailAPIError,
+    NotFound,
     RateLimited,
     Result,
 )
@@ -1215,29 +1216,25 @@ def _summary(email: Mapping[str, Any]) -> dict[str, Any]:
 def _async_resolvers(
     mm: AsyncClient,
 ) -> tuple[Callable[[str], str | None], Callable[[str], Sequence[Mapping[str, Any]]]]:
-    """verify's sync lookups, answered by the server's public endpoints through ``mm``'s
-    transport (so they work in-process too); called from a worker thread."""
-    root = "/.well-known/multimail"
+    """verify's lookups, answered by the server's public endpoints through ``mm`` (so they
+    work in-process too); called from a worker thread, they run on the event loop."""
 
-    async def get(path: str, params: dict[str, str]) -> Any:
+    async def published(call: Callable[[], Awaitable[Result]]) -> Result | None:
         try:
-            response = await mm._http.get(path, params=params)
-        except httpx.HTTPError as exc:
-            raise verify.ResolverError(f"GET {path}: {type(exc).__name__}") from exc
-        if response.status_code == 404:
+            return await call()
+        except NotFound:
             return None
-        if not response.is_success:
-            raise verify.ResolverError(f"GET {path}: HTTP {response.status_code}")
-        return response.json()
+        except MultimailAPIError as exc:
+            raise verify.ResolverError(describe(exc)) from None
 
     def dns_txt(fqdn: str) -> str | None:
-        body = anyio.from_thread.run(get, f"{root}/dns", {"name": fqdn, "type": "TXT"})
-        records = body.get("records") if isinstance(body, dict) else None
+        body = anyio.from_thread.run(published, lambda: mm.get_published_dns(fqdn))
+        records = body.get("records") if body is not None else None
         return str(records[0]) if isinstance(records, list) and records else None
 
     def identity_keys(mailbox_id: str) -> Sequence[Mapping[str, Any]]:
-        body = anyio.from_thread.run(get, f"{root}/keys/{mailbox_id}", {})
-        keys = body.get("keys") if isinstance(body, dict) else None
+        body = anyio.from_thread.run(published, lambda: mm.get_identity_keys(mailbox_id))
+        keys = body.to_dict().get("keys") if body is not None else None
         return [k for k in keys if isinstance(k, dict)] if isinstance(keys, list) else []
 
     return dns_txt, identity_keys
