@@ -6,12 +6,17 @@ The only substitutions: the server listens on free ports instead of 8025 and 252
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
+from mcp import ClientSession, StdioServerParameters, stdio_client
+
+from multimail.embedded import run_embedded
 from tests.e2e.conftest import start_server, stop_server
 
 README = Path(__file__).parents[2] / "README.md"
@@ -82,3 +87,32 @@ def test_core_library_example_runs():
     run = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "Verdict.HOLD gated_all_holds_send"
+
+
+def test_mcp_client_configuration_starts_the_stdio_server():
+    """The README's MCP client configuration, as a client would run it: its command, args
+    and env (pointed at a real server) give a session offering the tools."""
+    (lang, body), *_ = blocks(section("Plug an agent in over MCP"))
+    assert lang == "json"
+    config = json.loads(body)["mcpServers"]["multimail"]
+    assert config["args"] == ["mcp"]
+    assert Path(config["command"]).name == "multimail"
+    assert set(config["env"]) == {"MULTIMAIL_API_URL", "MULTIMAIL_API_KEY", "MULTIMAIL_MAILBOX_ID"}
+
+    async def session(api_url: str, key: str, mailbox_id: str) -> tuple[int, str]:
+        env = {**os.environ, **config["env"]}
+        env |= {"MULTIMAIL_API_URL": api_url, "MULTIMAIL_API_KEY": key}
+        env["MULTIMAIL_MAILBOX_ID"] = mailbox_id
+        params = StdioServerParameters(command=f"{BIN}/multimail", args=config["args"], env=env)
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+            await s.initialize()
+            tools = (await s.list_tools()).tools
+            mailbox = await s.call_tool("get_mailbox", {})  # the env's default mailbox
+            assert not mailbox.is_error, mailbox
+            return len(tools), mailbox.structured_content["address"]
+
+    with run_embedded() as mm:
+        box = mm.client.create_mailbox(name="readme-mcp")
+        count, address = anyio.run(session, mm.api_url, mm.admin_key, box.mailbox_id)
+    assert count >= 50
+    assert address == box.address
