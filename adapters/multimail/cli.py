@@ -1,7 +1,8 @@
 """The ``multimail`` command: ``serve`` the server, or talk to one through the SDK.
 
-Rule 1: client subcommands only translate: argv → one ``Client`` call → output. No
-business rule lives here; the server decides and the CLI reports.
+Rule 1: client subcommands only translate: argv → ``Client`` call(s) → output. No
+business rule lives here; the server decides and the CLI reports. Bulk commands
+(``mailboxes import``, ``export``) are loops over single calls.
 Rule 2: ``--json`` prints the API's JSON unchanged (pretty-printed); otherwise a readable
 table or summary. Untrusted text (subjects, bodies) is printed with control characters
 made visible, so an email can't drive the terminal.
@@ -11,19 +12,29 @@ an exit code by kind: 0 ok, 2 usage, 3 not found, 4 auth, 5 server or connection
 time, a broken audit chain); Ctrl-C exits 130.
 Rule 4: streamed output (``events --follow``) is one line per event, flushed at once; with
 ``--json`` one compact JSON object per line.
+Rule 5: progress bars go to stderr, only when it is a terminal and never with ``--json``;
+stdout carries results only. Files are written only where the user named them, and an
+existing file or non-empty directory is replaced only with ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from multimail.client import (
     WAIT_MAX_SECONDS,
@@ -84,6 +95,11 @@ def safe(value: object) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 email``, ``3 emails``."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def when(value: object) -> str:
     """``2026-04-19T10:00:00.000Z`` → ``2026-04-19 10:00:00``."""
     if not isinstance(value, str):
@@ -115,6 +131,26 @@ class Output:
 
     def note(self, text: str) -> None:
         print(text, file=sys.stderr)
+
+    @contextmanager
+    def progress(self, total: int, what: str) -> Iterator[Callable[[], None]]:
+        """A bar on stderr for ``total`` steps (when stderr is a terminal and not --json);
+        yields the function that advances it by one."""
+        if self.as_json or not sys.stderr.isatty():
+            yield lambda: None
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        columns = (
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task(what, total=total)
+            yield lambda: bar.advance(task)
 
     def _print(self, renderable: Any) -> None:
         from rich.console import Console
@@ -756,6 +792,588 @@ def cmd_account_get(client: Client, args: argparse.Namespace, out: Output) -> in
     return OK
 
 
+def cmd_mailboxes_allowlist(client: Client, args: argparse.Namespace, out: Output) -> int:
+    if args.set is not None and (args.add or args.remove):
+        raise UsageError("give --set, or --add/--remove, not both")
+    if args.set is not None:
+        result = client.set_allowlist(args.mailbox_id, _split(args.set) or [])
+    elif args.add or args.remove:
+        result = client.set_allowlist(args.mailbox_id, _edited_allowlist(client, args, out))
+    else:
+        result = client.get_allowlist(args.mailbox_id)
+    if out.as_json:
+        out.json(result.to_dict())
+        return OK
+    entries = result.get("entries") or []
+    out.line(
+        f"allowlist of {safe(result.get('mailbox_id'))}: {count(len(entries), 'entry', 'entries')}"
+    )
+    for entry in entries:
+        out.line(f"  {safe(entry)}")
+    return OK
+
+
+def _edited_allowlist(client: Client, args: argparse.Namespace, out: Output) -> list[str]:
+    """The current allowlist with ``--remove`` entries dropped and ``--add`` entries appended."""
+    current = [str(e) for e in client.get_allowlist(args.mailbox_id).get("entries") or []]
+    removed = {r.casefold() for r in args.remove or []}
+    for missing in sorted(removed - {e.casefold() for e in current}):
+        out.note(f"not in the allowlist: {safe(missing)}")
+    kept = [e for e in current if e.casefold() not in removed]
+    known = {e.casefold() for e in kept}
+    return kept + [a for a in dict.fromkeys(args.add or []) if a.casefold() not in known]
+
+
+def cmd_request_upgrade(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.request_upgrade(args.mailbox_id, args.mode)
+    if out.as_json:
+        out.json(result.to_dict())
+    else:
+        out.line(
+            f"requested {safe(result.get('target_mode'))} for {safe(result.get('mailbox_id'))}: "
+            "the operator decides"
+        )
+        out.note(
+            f"an operator grants it with: multimail mailboxes update {safe(args.mailbox_id)} "
+            f"--mode {safe(args.mode)}"
+        )
+    return OK
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.cancel_message(args.email_id)
+    if out.as_json:
+        out.json(result.to_dict())
+    else:
+        out.line(f"{safe(result.get('email_id'))} is now {safe(result.get('status'))}")
+    return OK
+
+
+EMAIL_COLUMNS: Sequence[tuple[str, Callable[[Result], object]]] = (
+    ("EMAIL_ID", lambda e: e.email_id),
+    ("DIR", lambda e: e.get("direction")),
+    ("DATE", lambda e: when(e.get("received_at") or e.get("sent_at"))),
+    ("FROM", lambda e: e.sender),
+    ("SUBJECT", lambda e: e.subject),
+    ("STATUS", lambda e: e.status),
+)
+
+
+def cmd_thread(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.get_thread(args.mailbox_id, args.thread_id)
+    if not out.as_json:
+        out.line(
+            f"thread {safe(result.get('thread_id'))}: "
+            f"{count(int(result.get('message_count') or 0), 'email')} "
+            f"between {safe(result.get('participants'))}"
+        )
+    out.table(result, "emails", EMAIL_COLUMNS, empty="no emails")
+    return OK
+
+
+def _check_new_file(path: Path, force: bool) -> None:
+    """Refuse to replace a file that has content, unless ``--force``."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory")
+    if path.exists() and path.stat().st_size > 0 and not force:
+        raise UsageError(f"{path} exists: pass --force to overwrite it")
+
+
+def cmd_attachment(client: Client, args: argparse.Namespace, out: Output) -> int:
+    if args.output is None and sys.stdout.isatty():
+        raise UsageError("not writing binary data to a terminal: pass -o FILE or redirect stdout")
+    target = None if args.output is None else Path(args.output)
+    if target is not None:
+        _check_new_file(target, args.force)
+    data = client.download_attachment(args.email_id, args.attachment_id)
+    if target is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return OK
+    _write_bytes(target, data)
+    if out.as_json:
+        out.json(
+            {
+                "email_id": args.email_id,
+                "attachment_id": args.attachment_id,
+                "file": str(target),
+                "size": len(data),
+            }
+        )
+    else:
+        out.line(f"wrote {len(data)} bytes to {target}")
+    return OK
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+# tags
+
+
+def _show_tags(result: Result, out: Output) -> None:
+    if out.as_json:
+        out.json(result.to_dict())
+        return
+    tags = result.get("tags") or Result()
+    if not len(tags):
+        out.line(f"{safe(result.get('email_id'))} has no tags")
+    for name in tags:
+        out.line(f"{safe(name)}={safe(tags[name])}")
+
+
+def _tag_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"tags are NAME=VALUE, got {pair!r}")
+        tags[name] = value
+    return tags
+
+
+def cmd_tags_get(client: Client, args: argparse.Namespace, out: Output) -> int:
+    _show_tags(client.get_tags(args.email_id), out)
+    return OK
+
+
+def cmd_tags_set(client: Client, args: argparse.Namespace, out: Output) -> int:
+    _show_tags(client.set_tags(args.email_id, _tag_pairs(args.tags)), out)
+    return OK
+
+
+def cmd_tags_delete(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = Result()
+    for name in dict.fromkeys(args.names):
+        result = client.delete_tag(args.email_id, name)
+    _show_tags(result, out)
+    return OK
+
+
+# contacts and suppression
+
+
+def cmd_contacts_list(client: Client, args: argparse.Namespace, out: Output) -> int:
+    columns: Sequence[tuple[str, Callable[[Result], object]]] = (
+        ("CONTACT_ID", lambda c: c.id),
+        ("EMAIL", lambda c: c.email),
+        ("NAME", lambda c: c.get("name") or None),
+        ("TAGS", lambda c: c.get("tags")),
+        ("CREATED", lambda c: when(c.get("created_at"))),
+    )
+    page = client.list_contacts(q=args.query, limit=args.limit, cursor=args.cursor)
+    out.table(page, "contacts", columns, empty="no contacts")
+    return OK
+
+
+def cmd_contacts_add(client: Client, args: argparse.Namespace, out: Output) -> int:
+    out.record(
+        client.add_contact(
+            args.email, name=args.name, tags=args.tag, idempotency_key=args.idempotency_key
+        )
+    )
+    return OK
+
+
+def cmd_contacts_delete(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.delete_contact(args.contact_id)
+    if out.as_json:
+        out.json(result.to_dict())
+    else:
+        out.line(f"deleted contact {safe(args.contact_id)}")
+    return OK
+
+
+def cmd_suppression_list(client: Client, args: argparse.Namespace, out: Output) -> int:
+    columns: Sequence[tuple[str, Callable[[Result], object]]] = (
+        ("ADDRESS", lambda s: s.email_address),
+        ("REASON", lambda s: s.get("reason")),
+        ("MAILBOX_ID", lambda s: s.get("mailbox_id") or "all"),
+        ("CREATED", lambda s: when(s.get("created_at"))),
+    )
+    page = client.list_suppressions(limit=args.limit, cursor=args.cursor)
+    out.table(page, "suppressions", columns, empty="no suppressed addresses")
+    return OK
+
+
+def cmd_suppression_add(client: Client, args: argparse.Namespace, out: Output) -> int:
+    out.record(client.add_suppression(args.address, reason=args.reason))
+    return OK
+
+
+def cmd_suppression_remove(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.remove_suppression(args.address)
+    if out.as_json:
+        out.json(result.to_dict())
+    else:
+        out.line(f"{safe(args.address)} is no longer suppressed")
+    return OK
+
+
+# account, accounts, usage, health
+
+
+def cmd_account_update(client: Client, args: argparse.Namespace, out: Output) -> int:
+    fields = {
+        "name": args.name,
+        "oversight_email": args.oversight_email,
+        "default_oversight_mode": args.default_mode,
+    }
+    given = {k: v for k, v in fields.items() if v is not None}
+    if not given:
+        raise UsageError("nothing to update: give --name, --oversight-email or --default-mode")
+    out.record(client.update_account(**given))
+    return OK
+
+
+def cmd_accounts_create(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.create_account(
+        args.name,
+        oversight_email=args.oversight_email,
+        slug=args.slug,
+        idempotency_key=args.idempotency_key,
+    )
+    out.record(result)
+    if not out.as_json:
+        out.note("store the api_key now: it is the new account's admin key, not shown again")
+    return OK
+
+
+def cmd_usage(client: Client, args: argparse.Namespace, out: Output) -> int:
+    out.record(client.get_usage())
+    return OK
+
+
+def cmd_health(client: Client, args: argparse.Namespace, out: Output) -> int:
+    result = client.health()
+    if out.as_json:
+        out.json(result.to_dict())
+    else:
+        out.line(f"{safe(result.get('status'))}: {safe(client.base_url)}")
+    return OK
+
+
+# bulk import of mailboxes
+
+IMPORT_FIELDS = ("name", "domain", "display_name", "oversight_mode", "webhook_url")
+IMPORT_ALIASES = {"mode": "oversight_mode"}
+IMPORT_HELP = """\
+FILE is CSV with a header row, or JSON Lines (one object per line); '-' reads stdin.
+Fields: name (required), domain, display_name, oversight_mode (or mode), webhook_url;
+empty values are left out. The file is checked first: an unknown column, a row without
+a name, bad JSON or a repeated row exits 2 naming the line, and nothing is created.
+
+Each row is sent with an idempotency key derived from its content, so running the same
+file again after a crash or a partial failure creates nothing twice. Rows that fail do
+not stop the others; a table (--json: a list) reports each row.
+
+Exit codes: 0 every row created; otherwise the code of the first failed row's kind
+(3 not found, 4 auth, 5 server or connection, 6 conflict, 7 rate limited, 8 invalid)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportRow:
+    """One mailbox to create: the file line it came from and its non-empty fields."""
+
+    line: int
+    fields: dict[str, str]
+
+    @property
+    def idempotency_key(self) -> str:
+        canonical = json.dumps(self.fields, sort_keys=True, separators=(",", ":"))
+        return "import-" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _field(line: int, column: object) -> str:
+    name = str(column).strip()
+    name = IMPORT_ALIASES.get(name, name)
+    if name not in IMPORT_FIELDS:
+        raise UsageError(
+            f"line {line}: unknown column {column!r} (known: name, domain, display_name, "
+            "oversight_mode or mode, webhook_url)"
+        )
+    return name
+
+
+def _import_row(line: int, raw: dict[Any, Any]) -> ImportRow:
+    fields: dict[str, str] = {}
+    for column, value in raw.items():
+        name = _field(line, column)
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"line {line}: {column} must be text")
+        if value is None or not value.strip():
+            continue
+        if name in fields:
+            raise UsageError(f"line {line}: give oversight_mode or mode, not both")
+        fields[name] = value.strip()
+    if "name" not in fields:
+        raise UsageError(f"line {line}: no name")
+    return ImportRow(line, fields)
+
+
+def _csv_rows(text: str) -> list[ImportRow]:
+    reader = csv.DictReader(io.StringIO(text), restkey="\0extra")
+    header = [_field(1, column) for column in reader.fieldnames or []]
+    if header and "name" not in header:
+        raise UsageError("line 1: no name column")
+    if len(set(header)) != len(header):
+        raise UsageError("line 1: a column appears twice (mode is oversight_mode)")
+    rows = []
+    for raw in reader:
+        if "\0extra" in raw:
+            raise UsageError(f"line {reader.line_num}: more cells than the header has")
+        rows.append(_import_row(reader.line_num, raw))
+    return rows
+
+
+def _jsonl_rows(text: str) -> list[ImportRow]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"line {number}: not JSON: {exc.msg}") from None
+        if not isinstance(raw, dict):
+            raise UsageError(f"line {number}: expected a JSON object")
+        rows.append(_import_row(number, raw))
+    return rows
+
+
+def _import_format(path: str, text: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    return "jsonl" if text.lstrip().startswith("{") else "csv"
+
+
+def read_import(path: str, fmt: str | None) -> list[ImportRow]:
+    """Every row of an import file, validated; a ``UsageError`` names the first bad line."""
+    if path == "-" and (sys.stdin is None or sys.stdin.isatty()):
+        raise UsageError("pipe the file on stdin, or name it")
+    text = sys.stdin.read() if path == "-" else _read_file(path)
+    text = text.removeprefix("\ufeff")
+    try:
+        rows = (_csv_rows if (fmt or _import_format(path, text)) == "csv" else _jsonl_rows)(text)
+    except csv.Error as exc:
+        raise UsageError(f"not CSV: {exc}") from None
+    except UsageError as exc:
+        raise UsageError(f"{'stdin' if path == '-' else path} {exc}") from None
+    if not rows:
+        raise UsageError(f"{path}: no rows to import")
+    seen: dict[str, int] = {}
+    for row in rows:
+        first = seen.setdefault(row.idempotency_key, row.line)
+        if first != row.line:
+            raise UsageError(f"{path} line {row.line}: repeats line {first}")
+    return rows
+
+
+T = TypeVar("T")
+BULK_RETRIES = 5  # a bulk command waits out this many 429s per call before giving up
+BULK_WAIT_CAP = 60  # seconds
+
+
+def patiently(call: Callable[[], T]) -> T:
+    """``call()``, waiting out rate limiting (429, for as long as Retry-After says) a few
+    times: bulk commands are expected to reach the limit, and every retried call is
+    idempotent (a read, or a create with an idempotency key)."""
+    for _ in range(BULK_RETRIES):
+        try:
+            return call()
+        except RateLimited as exc:
+            time.sleep(min(exc.retry_after or 1, BULK_WAIT_CAP))
+    return call()
+
+
+def _problem(exc: MultimailAPIError) -> dict[str, Any]:
+    return {"status": exc.status, "code": exc.code, "detail": exc.detail}
+
+
+def _create(client: Client, row: ImportRow) -> Result:
+    return patiently(
+        lambda: client.create_mailbox(**row.fields, idempotency_key=row.idempotency_key)
+    )
+
+
+def cmd_mailboxes_import(client: Client, args: argparse.Namespace, out: Output) -> int:
+    rows = read_import(args.file, args.format)
+    report: list[dict[str, Any]] = []
+    failures: list[MultimailAPIError] = []
+    with out.progress(len(rows), "creating mailboxes") as advance:
+        for row in rows:
+            entry: dict[str, Any] = {"line": row.line, "row": row.fields}
+            try:
+                box = _create(client, row)
+                entry |= {"status": "created", "mailbox": box.to_dict()}
+            except MultimailAPIError as exc:
+                failures.append(exc)
+                entry |= {"status": "failed", "error": _problem(exc)}
+            report.append(entry)
+            advance()
+    _show_import(report, out)
+    if not failures:
+        return OK
+    first = next(e for e in report if e["status"] == "failed")
+    out.note(
+        f"error: {failures[0].code}: {len(failures)} of {len(rows)} rows failed "
+        f"(first: line {first['line']}: {safe(failures[0].detail)})"
+    )
+    return exit_code(failures[0])
+
+
+def _show_import(report: list[dict[str, Any]], out: Output) -> None:
+    if out.as_json:
+        out.json(report)
+        return
+    columns: Sequence[tuple[str, Callable[[Result], object]]] = (
+        ("LINE", lambda r: r.line),
+        ("NAME", lambda r: r.row.name),
+        ("RESULT", lambda r: r.status if r.status == "created" else r.error.code),
+        ("MAILBOX_ID", lambda r: r.mailbox.mailbox_id if r.status == "created" else None),
+        ("ADDRESS", lambda r: r.mailbox.address if r.status == "created" else r.error.detail),
+    )
+    out.table(Result({"rows": report}), "rows", columns, empty="no rows")
+    created = sum(1 for r in report if r["status"] == "created")
+    out.line(f"created {created} of {len(report)} mailboxes")
+
+
+# export
+
+
+def _all_emails(client: Client, mailbox_id: str) -> list[Result]:
+    emails: list[Result] = []
+    cursor = None
+    while True:
+        page = patiently(
+            partial(client.check_inbox, mailbox_id, filter="all", limit=100, cursor=cursor)
+        )
+        emails.extend(page.get("emails") or [])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return emails
+
+
+def _raw(client: Client, email: Result) -> bytes:
+    return patiently(lambda: client.get_raw_email(email.email_id))
+
+
+def _oldest_first(emails: list[Result]) -> list[Result]:
+    return sorted(
+        emails, key=lambda e: (e.get("received_at") or e.get("sent_at") or "", e.email_id)
+    )
+
+
+def _check_new_dir(path: Path, force: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise UsageError(f"{path} is not empty: pass --force to write into it")
+
+
+def _eml_name(email_id: object) -> str:
+    # Ids are the server's (msg_…); anything else is kept out of the path all the same.
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(email_id)).lstrip(".") + ".eml"
+
+
+def _export_dir(
+    client: Client, emails: list[Result], path: Path, advance: Callable[[], None]
+) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with (path / "index.jsonl").open("w", encoding="utf-8") as index:
+            for email in emails:
+                raw = _raw(client, email)
+                (path / _eml_name(email.email_id)).write_bytes(raw)
+                index.write(json.dumps(email.to_dict(), ensure_ascii=False) + "\n")
+                advance()
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename or path}: {exc.strerror}") from None
+
+
+_FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
+_ENVELOPE_SENDER = re.compile(r"[!-~]+")
+
+
+def mbox_entry(raw: bytes, sender: object, date: object) -> bytes:
+    """One mboxrd message: a ``From `` separator line, then the message with LF line
+    endings and every ``>*From `` line quoted with one more ``>``, then a blank line."""
+    text = _FROM_LINE.sub(rb">\1", raw.replace(b"\r\n", b"\n"))
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    who = str(sender) if _ENVELOPE_SENDER.fullmatch(str(sender)) else "MAILER-DAEMON"
+    try:
+        moment = datetime.fromisoformat(str(date).replace("Z", "+00:00"))
+    except ValueError:
+        moment = datetime.fromtimestamp(0, tz=UTC)
+    separator = f"From {who} {time.asctime(moment.utctimetuple())}\n"
+    return separator.encode("ascii") + text + b"\n"
+
+
+def _export_mbox(
+    client: Client, emails: list[Result], path: Path, advance: Callable[[], None]
+) -> None:
+    partial = path.with_name(path.name + ".part")
+    try:
+        with partial.open("wb") as mbox:
+            for email in emails:
+                raw = _raw(client, email)
+                date = email.get("received_at") or email.get("sent_at")
+                mbox.write(mbox_entry(raw, email.get("sender"), date))
+                advance()
+        partial.replace(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename or path}: {exc.strerror}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def cmd_export(client: Client, args: argparse.Namespace, out: Output) -> int:
+    path = Path(args.out if args.out is not None else args.mbox)
+    if args.out is not None:
+        _check_new_dir(path, args.force)
+    else:
+        _check_new_file(path, args.force)
+    emails = _oldest_first(_all_emails(client, args.mailbox_id))
+    write = _export_dir if args.out is not None else _export_mbox
+    with out.progress(len(emails), "exporting emails") as advance:
+        write(client, emails, path, advance)
+    if out.as_json:
+        kind = "eml" if args.out is not None else "mbox"
+        out.json(
+            {
+                "mailbox_id": args.mailbox_id,
+                "exported": len(emails),
+                "format": kind,
+                "path": str(path),
+            }
+        )
+    else:
+        out.line(f"exported {count(len(emails), 'email')} of {safe(args.mailbox_id)} to {path}")
+    return OK
+
+
+# mcp
+
+
+def run_mcp(args: argparse.Namespace) -> int:
+    """``multimail mcp``: the MCP server on stdin/stdout; it makes its own client."""
+    try:
+        from multimail.mcp_server import stdio_main
+    except ImportError as exc:
+        print(f"error: unavailable: this build has no MCP server ({exc})", file=sys.stderr)
+        return SERVER
+    code = stdio_main(api_url=args.api_url, api_key=args.api_key, mailbox_id=args.mailbox)
+    return code if isinstance(code, int) else OK
+
+
 # --- the parser -------------------------------------------------------------------------
 
 
@@ -794,7 +1412,7 @@ def _body_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="only report the oversight verdict; store nothing"
     )
-    parser.add_argument("--idempotency-key", metavar="KEY", help="retry-safe request key")
+    _idempotency(parser)
 
 
 def _wait_seconds(text: str) -> int:
@@ -813,32 +1431,50 @@ def _paging(parser: argparse.ArgumentParser, limit: int) -> None:
     parser.add_argument("--cursor", help="continue from a previous page's next_cursor")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="multimail",
-        description="MultiMail: email infrastructure for AI agents. Run the server, or "
-        "manage mailboxes, mail and oversight on one.",
-        epilog="Exit codes: 0 ok, 2 usage, 3 not found, 4 auth, 5 server or connection, "
-        "6 conflict, 7 rate limited, 8 invalid request, 1 no email in time (wait) or "
-        "anything else, 130 interrupted.",
+def _idempotency(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--idempotency-key", metavar="KEY", help="retry-safe request key")
+
+
+def _mailbox_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mailbox_id", metavar="MAILBOX_ID", help="the mailbox (mbx_…)")
+
+
+def _email_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("email_id", metavar="EMAIL_ID", help="the email (msg_…)")
+
+
+def _command(
+    group: Any,
+    name: str,
+    help: str,
+    handler: Handler | None = None,
+    *,
+    run: Callable[[argparse.Namespace], int] | None = None,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand; with a ``handler`` (SDK call) or ``run`` (no client) it is a leaf."""
+    sub: argparse.ArgumentParser = group.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter,
     )
-    _global_options(parser, suppress=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    if handler is not None or run is not None:
+        _global_options(sub, suppress=True)
+        sub.set_defaults(handler=handler, run=run)
+    return sub
 
-    def command(
-        group: Any, name: str, help: str, handler: Handler | None = None
-    ) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = group.add_parser(name, help=help, description=help)
-        if handler is not None:
-            _global_options(sub, suppress=True)
-            sub.set_defaults(handler=handler)
-        return sub
 
-    command(commands, "serve", "run the server: HTTP API and delivery worker (see serve --help)")
+def _actions(parser: argparse.ArgumentParser) -> Any:
+    return parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    mailboxes = command(commands, "mailboxes", "create, list, change and decommission mailboxes")
-    actions = mailboxes.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = command(actions, "create", "create a mailbox NAME@domain", cmd_mailboxes_create)
+
+def _add_mailboxes(commands: Any) -> None:
+    actions = _actions(
+        _command(commands, "mailboxes", "create, import, list, change and decommission mailboxes")
+    )
+    p = _command(actions, "create", "create a mailbox NAME@domain", cmd_mailboxes_create)
     p.add_argument("name", metavar="NAME", help="local part of the address")
     p.add_argument("--mode", metavar="MODE", help=f"oversight mode: {MODES}")
     p.add_argument("--domain", help="domain (default: the account's subdomain)")
@@ -848,37 +1484,70 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="stored on the mailbox; posting arrives with the webhooks release",
     )
-    p.add_argument("--idempotency-key", metavar="KEY", help="retry-safe request key")
-    p = command(actions, "list", "list mailboxes", cmd_mailboxes_list)
+    _idempotency(p)
+    p = _command(
+        actions,
+        "import",
+        "create many mailboxes from a CSV or JSON Lines file, with a progress bar",
+        cmd_mailboxes_import,
+        epilog=IMPORT_HELP,
+    )
+    p.add_argument("file", metavar="FILE", help="CSV or JSON Lines file ('-' for stdin)")
+    p.add_argument(
+        "--format", choices=("csv", "jsonl"), help="(default: from the file name or its content)"
+    )
+    p = _command(actions, "list", "list mailboxes", cmd_mailboxes_list)
     _paging(p, 50)
-    p = command(actions, "get", "show one mailbox", cmd_mailboxes_get)
-    p.add_argument("mailbox_id", metavar="MAILBOX_ID")
-    p = command(
+    p = _command(actions, "get", "show one mailbox", cmd_mailboxes_get)
+    _mailbox_arg(p)
+    p = _command(
         actions, "update", "change mode, display name, webhook or allowlist", cmd_mailboxes_update
     )
-    p.add_argument("mailbox_id", metavar="MAILBOX_ID")
+    _mailbox_arg(p)
     p.add_argument("--mode", metavar="MODE", help=f"oversight mode: {MODES}")
-    p.add_argument("--display-name", metavar="NAME")
+    p.add_argument("--display-name", metavar="NAME", help="display name for From:")
     p.add_argument(
         "--webhook-url", metavar="URL", help="stored only until the webhooks release; '' removes it"
     )
     p.add_argument(
         "--allowlist", metavar="A,B", help="comma-separated addresses or *@domain ('' clears)"
     )
-    p = command(actions, "delete", "decommission a mailbox", cmd_mailboxes_delete)
-    p.add_argument("mailbox_id", metavar="MAILBOX_ID")
+    p = _command(
+        actions,
+        "allowlist",
+        "show or change the addresses (or *@domain) a gated_send mailbox may send to "
+        "without review",
+        cmd_mailboxes_allowlist,
+    )
+    _mailbox_arg(p)
+    p.add_argument("--set", metavar="A,B", help="replace the list ('' clears it)")
+    p.add_argument("--add", action="append", metavar="ADDR", help="add an entry (repeatable)")
+    p.add_argument("--remove", action="append", metavar="ADDR", help="remove an entry (repeatable)")
+    p = _command(actions, "delete", "decommission a mailbox", cmd_mailboxes_delete)
+    _mailbox_arg(p)
 
-    p = command(commands, "send", "send an email from a mailbox", cmd_send)
-    p.add_argument("mailbox_id", metavar="MAILBOX_ID")
+    p = _command(
+        commands,
+        "request-upgrade",
+        "ask the operator to raise a mailbox's oversight mode (an agent cannot raise its own)",
+        cmd_request_upgrade,
+    )
+    _mailbox_arg(p)
+    p.add_argument("mode", metavar="MODE", help=f"the mode asked for: {MODES}")
+
+
+def _add_mail(commands: Any) -> None:
+    p = _command(commands, "send", "send an email from a mailbox", cmd_send)
+    _mailbox_arg(p)
     p.add_argument(
         "--to", action="append", required=True, metavar="ADDR", help="recipient (repeatable)"
     )
-    p.add_argument("--subject", required=True)
+    p.add_argument("--subject", required=True, help="subject line")
     p.add_argument("--send-at", metavar="TIME", help="ISO 8601 UTC time to send at")
     _body_options(p)
 
-    p = command(commands, "inbox", "list a mailbox's emails", cmd_inbox)
-    p.add_argument("mailbox_id", metavar="MAILBOX_ID")
+    p = _command(commands, "inbox", "list a mailbox's emails", cmd_inbox)
+    _mailbox_arg(p)
     p.add_argument(
         "--filter",
         choices=("all", "unread", "requires_action"),
@@ -888,26 +1557,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", choices=("inbound", "outbound"), help="only one direction")
     _paging(p, 20)
 
-    p = command(commands, "read", "show one email (marks it read)", cmd_read)
-    p.add_argument("email_id", metavar="EMAIL_ID")
+    p = _command(commands, "read", "show one email (marks it read)", cmd_read)
+    _email_arg(p)
     p.add_argument("--raw", action="store_true", help="print the RFC 5322 message as stored")
 
-    p = command(commands, "reply", "reply to an email or a thread", cmd_reply)
-    p.add_argument("mailbox_id", metavar="MAILBOX_ID")
+    p = _command(commands, "thread", "list the emails of one thread, oldest first", cmd_thread)
+    _mailbox_arg(p)
+    p.add_argument("thread_id", metavar="THREAD_ID", help="the thread (thr_…)")
+
+    p = _command(
+        commands,
+        "attachment",
+        "download one attachment of an email (to -o FILE or redirected stdout)",
+        cmd_attachment,
+    )
+    _email_arg(p)
+    p.add_argument("attachment_id", metavar="ATTACHMENT_ID", help="from `multimail read`")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+
+    p = _command(commands, "reply", "reply to an email or a thread", cmd_reply)
+    _mailbox_arg(p)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--email-id", metavar="EMAIL_ID", help="the email to answer")
     target.add_argument("--thread-id", metavar="THREAD_ID", help="answer the thread's latest email")
     _body_options(p)
 
-    p = command(commands, "pending", "list held messages awaiting a decision", cmd_pending)
+    p = _command(
+        commands, "cancel", "cancel an outbound email that has not been sent yet", cmd_cancel
+    )
+    _email_arg(p)
+
+    actions = _actions(_command(commands, "tags", "name=value labels on an email"))
+    p = _command(actions, "get", "show an email's tags", cmd_tags_get)
+    _email_arg(p)
+    p = _command(actions, "set", "replace an email's tags with these", cmd_tags_set)
+    _email_arg(p)
+    p.add_argument("tags", nargs="+", metavar="NAME=VALUE", help="the tags it will have")
+    p = _command(actions, "delete", "remove tags from an email", cmd_tags_delete)
+    _email_arg(p)
+    p.add_argument("names", nargs="+", metavar="NAME", help="tags to remove")
+
+    p = _command(
+        commands,
+        "export",
+        "download every email of a mailbox as .eml files plus index.jsonl, or one mbox file, "
+        "with a progress bar",
+        cmd_export,
+    )
+    _mailbox_arg(p)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", metavar="DIR", help="write DIR/<email_id>.eml and DIR/index.jsonl")
+    where.add_argument("--mbox", metavar="FILE", help="write one mbox file (mboxrd quoting)")
+    p.add_argument(
+        "--force", action="store_true", help="write into a non-empty DIR or over an existing FILE"
+    )
+
+
+def _add_oversight(commands: Any) -> None:
+    p = _command(commands, "pending", "list held messages awaiting a decision", cmd_pending)
     _paging(p, 50)
     for action, verb in (("approve", "release"), ("reject", "refuse")):
-        p = command(commands, action, f"{verb} a held message", _decide(action))
+        p = _command(commands, action, f"{verb} a held message", _decide(action))
         p.add_argument("id", metavar="PENDING_ID", help="apr_… (or the message's msg_… id)")
         p.add_argument("--reason", help="recorded in the audit log")
 
-    p = command(commands, "reputation", "reputation of one mailbox, or all of them", cmd_reputation)
-    p.add_argument("mailbox_id", metavar="MAILBOX_ID", nargs="?")
+    p = _command(
+        commands, "reputation", "reputation of one mailbox, or all of them", cmd_reputation
+    )
+    p.add_argument("mailbox_id", metavar="MAILBOX_ID", nargs="?", help="one mailbox (default all)")
     p.add_argument(
         "--sort",
         choices=("reputation_score", "bounce_rate", "complaint_rate", "delivery_rate"),
@@ -916,10 +1634,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--order", choices=("asc", "desc"), help="(default: worst first)")
 
-    keys = command(commands, "keys", "create, list and revoke API keys")
-    actions = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = command(actions, "create", "create an API key (shown once)", cmd_keys_create)
-    p.add_argument("name", metavar="NAME")
+    p = _command(
+        commands,
+        "wait",
+        "wait for an email to reach a mailbox and print it; exit 1 if none came in time",
+        cmd_wait,
+    )
+    _mailbox_arg(p)
+    p.add_argument(
+        "--timeout",
+        type=_wait_seconds,
+        default=30,
+        metavar="SECONDS",
+        help=f"give up after this long, 1 to {WAIT_MAX_SECONDS} (default 30)",
+    )
+    p.add_argument("--from", dest="sender", metavar="ADDR", help="only email from this sender")
+    p.add_argument("--subject", metavar="TEXT", help="only email whose subject contains TEXT")
+    p.add_argument(
+        "--after",
+        metavar="CURSOR",
+        help="only email after this point: the cursor a previous wait printed",
+    )
+
+
+def _add_account(commands: Any) -> None:
+    actions = _actions(_command(commands, "keys", "create, list and revoke API keys"))
+    p = _command(actions, "create", "create an API key (shown once)", cmd_keys_create)
+    p.add_argument("name", metavar="NAME", help="a label for the key")
     p.add_argument(
         "--scopes",
         default="read",
@@ -932,20 +1673,70 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MAILBOX_ID",
         help="restrict to a mailbox (repeatable)",
     )
-    p.add_argument("--idempotency-key", metavar="KEY", help="retry-safe request key")
-    command(actions, "list", "list API keys", cmd_keys_list)
-    p = command(actions, "revoke", "revoke an API key", cmd_keys_revoke)
-    p.add_argument("key_id", metavar="KEY_ID")
+    _idempotency(p)
+    _command(actions, "list", "list API keys", cmd_keys_list)
+    p = _command(actions, "revoke", "revoke an API key", cmd_keys_revoke)
+    p.add_argument("key_id", metavar="KEY_ID", help="the key's id (from keys list)")
 
-    domains = command(commands, "domains", "sending domains")
-    actions = domains.add_subparsers(dest="action", metavar="ACTION", required=True)
-    command(actions, "list", "list domains and their status", cmd_domains_list)
+    actions = _actions(_command(commands, "account", "your account"))
+    _command(actions, "get", "show the account of the API key", cmd_account_get)
+    p = _command(actions, "update", "change the account's name, overseer or default mode",
+                 cmd_account_update)  # fmt: skip
+    p.add_argument("--name", help="the account's name")
+    p.add_argument(
+        "--oversight-email", metavar="ADDR", help="where approval requests and notices go"
+    )
+    p.add_argument("--default-mode", metavar="MODE", help=f"for new mailboxes: {MODES}")
 
-    p = command(commands, "dns", "the DNS records to publish for DOMAIN (MX, SPF, DMARC, DKIM)",
-                cmd_dns)  # fmt: skip
-    p.add_argument("domain", metavar="DOMAIN")
+    actions = _actions(_command(commands, "accounts", "tenants of this server (server-admin key)"))
+    p = _command(
+        actions,
+        "create",
+        "create an account; prints its admin API key once",
+        cmd_accounts_create,
+    )
+    p.add_argument("name", metavar="NAME", help="the account's name")
+    p.add_argument("--oversight-email", metavar="ADDR", help="the account's overseer")
+    p.add_argument("--slug", help="subdomain label (default: from NAME)")
+    _idempotency(p)
 
-    p = command(
+    _command(commands, "usage", "counts of the account's sent, received and held email", cmd_usage)
+
+
+def _add_lists(commands: Any) -> None:
+    actions = _actions(_command(commands, "contacts", "the account's address book"))
+    p = _command(actions, "list", "list contacts", cmd_contacts_list)
+    p.add_argument("--query", metavar="Q", help="only contacts whose address or name matches")
+    _paging(p, 100)
+    p = _command(actions, "add", "add a contact", cmd_contacts_add)
+    p.add_argument("email", metavar="EMAIL", help="the contact's address")
+    p.add_argument("--name", help="the contact's name")
+    p.add_argument("--tag", action="append", metavar="TAG", help="a label (repeatable)")
+    _idempotency(p)
+    p = _command(actions, "delete", "delete a contact", cmd_contacts_delete)
+    p.add_argument("contact_id", metavar="CONTACT_ID", help="from contacts list")
+
+    actions = _actions(
+        _command(commands, "suppression", "addresses no mailbox of the account sends to")
+    )
+    p = _command(actions, "list", "list suppressed addresses", cmd_suppression_list)
+    _paging(p, 100)
+    p = _command(actions, "add", "stop all sending to an address", cmd_suppression_add)
+    p.add_argument("address", metavar="ADDRESS", help="the address to suppress")
+    p.add_argument("--reason", help="why (default manual)")
+    p = _command(actions, "remove", "allow sending to an address again", cmd_suppression_remove)
+    p.add_argument("address", metavar="ADDRESS", help="a suppressed address")
+
+
+def _add_domains_and_audit(commands: Any) -> None:
+    actions = _actions(_command(commands, "domains", "sending domains"))
+    _command(actions, "list", "list domains and their status", cmd_domains_list)
+
+    p = _command(commands, "dns", "the DNS records to publish for DOMAIN (MX, SPF, DMARC, DKIM)",
+                 cmd_dns)  # fmt: skip
+    p.add_argument("domain", metavar="DOMAIN", help="one of the account's domains")
+
+    p = _command(
         commands,
         "verify",
         "verify a message's DKIM signature and identity claim and name the mailbox that sent "
@@ -957,13 +1748,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", metavar="URL", help="MultiMail server publishing the keys")
     p.add_argument("--no-dkim", action="store_true", help="check the identity claim only")
 
-    audit = command(commands, "audit", "the tamper-evident audit log")
-    actions = audit.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = command(actions, "list", "list audit entries", cmd_audit_list)
+    actions = _actions(_command(commands, "audit", "the tamper-evident audit log"))
+    p = _command(actions, "list", "list audit entries", cmd_audit_list)
     _paging(p, 50)
-    command(actions, "verify", "check the hash chain (exit 1 if broken)", cmd_audit_verify)
+    _command(actions, "verify", "check the hash chain (exit 1 if broken)", cmd_audit_verify)
 
-    p = command(
+    p = _command(
         commands,
         "events",
         "list events in commit order, or --follow them as they happen",
@@ -988,33 +1778,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=100, help="at most this many (default 100; not with --follow)"
     )
 
-    p = command(
-        commands,
-        "wait",
-        "wait for an email to reach a mailbox and print it; exit 1 if none came in time",
-        cmd_wait,
-    )
-    p.add_argument("mailbox_id", metavar="MAILBOX_ID")
-    p.add_argument(
-        "--timeout",
-        type=_wait_seconds,
-        default=30,
-        metavar="SECONDS",
-        help=f"give up after this long, 1 to {WAIT_MAX_SECONDS} (default 30)",
-    )
-    p.add_argument("--from", dest="sender", metavar="ADDR", help="only email from this sender")
-    p.add_argument("--subject", metavar="TEXT", help="only email whose subject contains TEXT")
-    p.add_argument(
-        "--after",
-        metavar="CURSOR",
-        help="only email after this point: the cursor a previous wait printed",
-    )
 
-    webhooks = command(
-        commands, "webhooks", "subscribe URLs to events; inspect and replay deliveries"
+def _add_webhooks(commands: Any) -> None:
+    actions = _actions(
+        _command(commands, "webhooks", "subscribe URLs to events; inspect and replay deliveries")
     )
-    actions = webhooks.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = command(
+    p = _command(
         actions,
         "create",
         "subscribe URL to events; prints the secret that signs every delivery",
@@ -1030,22 +1799,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mailbox", metavar="MAILBOX_ID", help="only this mailbox's events (default: all)"
     )
-    p.add_argument("--idempotency-key", metavar="KEY", help="retry-safe request key")
-    command(actions, "list", "list subscriptions (secrets not shown)", cmd_webhooks_list)
-    p = command(actions, "get", "show one subscription, with its signing secret", cmd_webhooks_get)
-    p.add_argument("webhook_id", metavar="WEBHOOK_ID")
-    p = command(
-        actions, "delete", "delete a subscription; nothing more is sent", cmd_webhooks_delete
-    )
-    p.add_argument("webhook_id", metavar="WEBHOOK_ID")
-    p = command(
-        actions,
-        "rotate",
-        "issue a new signing secret; the old one stays valid for a while",
-        cmd_webhooks_rotate,
-    )
-    p.add_argument("webhook_id", metavar="WEBHOOK_ID")
-    p = command(
+    _idempotency(p)
+    _command(actions, "list", "list subscriptions (secrets not shown)", cmd_webhooks_list)
+    for name, help, handler in (
+        ("get", "show one subscription, with its signing secret", cmd_webhooks_get),
+        ("delete", "delete a subscription; nothing more is sent", cmd_webhooks_delete),
+        (
+            "rotate",
+            "issue a new signing secret; the old one stays valid for a while",
+            cmd_webhooks_rotate,
+        ),
+    ):
+        p = _command(actions, name, help, handler)
+        p.add_argument("webhook_id", metavar="WEBHOOK_ID", help="the subscription (from list)")
+    p = _command(
         actions,
         "deliveries",
         "the delivery log: each event sent to each URL, attempts and outcome",
@@ -1058,17 +1825,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--webhook", metavar="WEBHOOK_ID", help="only this subscription's deliveries")
     _paging(p, 50)
-    p = command(
+    p = _command(
         actions,
         "replay",
         "send a delivery again (a dead one, say) as a fresh attempt",
         cmd_webhooks_replay,
     )
-    p.add_argument("delivery_id", metavar="DELIVERY_ID")
+    p.add_argument("delivery_id", metavar="DELIVERY_ID", help="from webhooks deliveries")
 
-    account = command(commands, "account", "your account")
-    actions = account.add_subparsers(dest="action", metavar="ACTION", required=True)
-    command(actions, "get", "show the account of the API key", cmd_account_get)
+
+def _add_processes(commands: Any) -> None:
+    _command(commands, "serve", "run the server: HTTP API and delivery worker (see serve --help)")
+    p = _command(
+        commands,
+        "mcp",
+        "run the MCP server over stdio for an agent (env MULTIMAIL_API_URL, MULTIMAIL_API_KEY, "
+        "MULTIMAIL_MAILBOX_ID)",
+        run=run_mcp,
+    )
+    p.add_argument(
+        "--mailbox",
+        metavar="MAILBOX_ID",
+        help="the agent's mailbox (default: $MULTIMAIL_MAILBOX_ID)",
+    )
+    _command(commands, "health", "check that the server is up (no key needed)", cmd_health)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multimail",
+        description="MultiMail: email infrastructure for AI agents. Run the server, or "
+        "manage mailboxes, mail and oversight on one.",
+        epilog="Exit codes: 0 ok, 2 usage, 3 not found, 4 auth, 5 server or connection, "
+        "6 conflict, 7 rate limited, 8 invalid request, 1 no email in time (wait) or "
+        "anything else, 130 interrupted. `mailboxes import` exits with the code of its "
+        "first failed row.",
+    )
+    _global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_processes(commands)
+    _add_mailboxes(commands)
+    _add_mail(commands)
+    _add_oversight(commands)
+    _add_account(commands)
+    _add_lists(commands)
+    _add_domains_and_audit(commands)
+    _add_webhooks(commands)
     return parser
 
 
@@ -1107,6 +1909,11 @@ def _serve(argv: list[str]) -> int:
         return exc.code if isinstance(exc.code, int) else (OK if exc.code is None else USAGE)
 
 
+def exit_code(exc: MultimailAPIError) -> int:
+    """The exit code for an API error's kind (1 for a kind without its own code)."""
+    return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), FAILED)
+
+
 def _fail(exc: MultimailAPIError, client: Client | None, as_json: bool) -> int:
     detail = exc.detail
     if isinstance(exc, AuthenticationError) and client is not None and not client.api_key:
@@ -1116,7 +1923,7 @@ def _fail(exc: MultimailAPIError, client: Client | None, as_json: bool) -> int:
     if as_json and isinstance(exc.body, dict):
         print(json.dumps(exc.body, indent=2, ensure_ascii=False))
     print(f"error: {exc.code}: {detail}", file=sys.stderr)
-    return next((code for cls, code in EXIT_CODES if isinstance(exc, cls)), FAILED)
+    return exit_code(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1132,6 +1939,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else USAGE
     client: Client | None = None
     try:
+        if args.run is not None:  # a process of its own (mcp): it makes its own client
+            return int(args.run(args))
         client = Client(api_key=args.api_key, base_url=args.api_url)
         with client:
             return int(args.handler(client, args, Output(args.json)))

@@ -8,84 +8,20 @@ the tests share the server without seeing each other's mail.
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from multimail.embedded import Embedded, run_embedded
-
-_names = itertools.count(1)
-
-
-@dataclass
-class Env:
-    mm: Embedded
-    reviewer_key: str  # scope oversight: may decide what the admin key sent
-
-    def run(
-        self, *args: str, key: str | None = None, input: str | None = None, url: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "MULTIMAIL_API_URL": url or self.mm.api_url,
-            "MULTIMAIL_API_KEY": self.mm.admin_key if key is None else key,
-        }
-        return subprocess.run(
-            [sys.executable, "-m", "multimail.cli", *args],
-            env=env,
-            input=input if input is not None else "",
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    def ok(self, *args: str, **kwargs: Any) -> str:
-        done = self.run(*args, **kwargs)
-        assert done.returncode == 0, (args, done.returncode, done.stderr)
-        assert "Traceback" not in done.stderr
-        return done.stdout
-
-    def json(self, *args: str, **kwargs: Any) -> Any:
-        return json.loads(self.ok(*args, "--json", **kwargs))
-
-    def fails(self, code: int, *args: str, **kwargs: Any) -> str:
-        done = self.run(*args, **kwargs)
-        assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
-        assert "Traceback" not in done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1, done.stderr
-        return lines[0]
-
-    def mailbox(self, mode: str) -> dict[str, Any]:
-        return self.json("mailboxes", "create", f"cli{next(_names)}-{mode}", "--mode", mode)
+from tests.e2e.cli_env import Env, embedded_cli, unique, wait_for
 
 
 @pytest.fixture(scope="module")
 def cli() -> Iterator[Env]:
-    with run_embedded() as mm:
-        reviewer = mm.client.create_api_key("reviewer", scopes=["oversight"])
-        yield Env(mm, reviewer.api_key)
-
-
-def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
-    """Poll (through the SDK, not the CLI, to keep it quick) until ``predicate()`` is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
+    with embedded_cli() as env:
+        yield env
 
 
 # --- usage ------------------------------------------------------------------------------
@@ -107,7 +43,7 @@ def test_help_lists_the_commands_and_usage_errors_exit_2(cli: Env) -> None:
 
 
 def test_mailboxes_create_prints_the_new_mailbox(cli: Env) -> None:
-    name = f"cli{next(_names)}-support"
+    name = unique("support")
     out = cli.ok("mailboxes", "create", name, "--mode", "monitored", "--display-name", "Support")
     assert f"{name}@" in out
     assert "monitored" in out
@@ -153,11 +89,11 @@ def test_authentication_and_permission_failures_exit_4(cli: Env) -> None:
     line = cli.fails(4, "mailboxes", "list", key="")
     assert "MULTIMAIL_API_KEY" in line
     # The reviewer key holds only `oversight`: it may not create mailboxes.
-    cli.fails(4, "mailboxes", "create", f"cli{next(_names)}-x", key=cli.reviewer_key)
+    cli.fails(4, "mailboxes", "create", unique("x"), key=cli.reviewer_key)
 
 
 def test_invalid_requests_exit_8_and_conflicts_exit_6(cli: Env) -> None:
-    line = cli.fails(8, "mailboxes", "create", f"cli{next(_names)}-bad", "--mode", "yolo")
+    line = cli.fails(8, "mailboxes", "create", unique("bad"), "--mode", "yolo")
     assert line.startswith("error: validation_error: ")
     box = cli.mailbox("monitored")
     local = box["address"].split("@")[0]
