@@ -374,7 +374,8 @@ def create_app(
         version="0.1.0",
         description=(
             "Self-hostable email infrastructure for AI agents: "
-            "one isolated, overseen mailbox per agent."
+            "one isolated, overseen mailbox per agent. The same operations are MCP tools "
+            "at `POST /mcp` (Streamable HTTP, the same bearer keys; spec/mcp.toml)."
         ),
     )
     #: (method, path) → core operation (authorization.OPERATIONS) or "public";

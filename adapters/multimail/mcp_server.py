@@ -338,7 +338,15 @@ Cursor = Annotated[
     str | None, Field(description="next_cursor from the previous page; omit for the first.")
 ]
 WebhookId = Annotated[str, Field(description="The subscription (whk_…), from list_webhooks.")]
-Addresses = Annotated[list[str], Field(description="Email addresses.", max_length=50)]
+Copies = Annotated[
+    list[str] | None, Field(max_length=50, description="More recipients (addresses), optional.")
+]
+HiddenCopies = Annotated[
+    list[str] | None, Field(max_length=50, description="Hidden recipients (addresses), optional.")
+]
+DisplayName = Annotated[
+    str | None, Field(max_length=200, description="The name shown in From:, e.g. 'Support'.")
+]
 Mode = Literal["read_only", "gated_all", "gated_send", "monitored", "autonomous"]
 
 READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -409,8 +417,8 @@ class Tools:
             markdown: Annotated[
                 str | None, Field(description="Markdown body; rendered to text and HTML.")
             ] = None,
-            cc: Addresses | None = None,
-            bcc: Addresses | None = None,
+            cc: Copies = None,
+            bcc: HiddenCopies = None,
             mailbox_id: MailboxId = None,
             send_at: Annotated[
                 str | None, Field(description="Send later: ISO 8601 UTC, e.g. 2026-12-01T09:00Z")
@@ -454,8 +462,8 @@ class Tools:
             body_text: Annotated[str | None, Field(description="Plain-text body.")] = None,
             body_html: Annotated[str | None, Field(description="HTML body (optional).")] = None,
             markdown: Annotated[str | None, Field(description="Markdown body.")] = None,
-            cc: Addresses | None = None,
-            bcc: Addresses | None = None,
+            cc: Copies = None,
+            bcc: HiddenCopies = None,
             mailbox_id: MailboxId = None,
             dry_run: Annotated[bool, Field(description="Only report the oversight verdict.")] = (
                 False
@@ -822,7 +830,7 @@ class Tools:
             oversight_mode: Annotated[
                 Mode | None, Field(description="New oversight mode (operator keys only).")
             ] = None,
-            display_name: Annotated[str | None, Field(max_length=200)] = None,
+            display_name: DisplayName = None,
             webhook_url: Annotated[
                 str | None, Field(description="New webhook URL; empty string removes it.")
             ] = None,
@@ -839,7 +847,7 @@ class Tools:
         async def update_mailbox(
             ctx: Context,
             mailbox_id: MailboxId = None,
-            display_name: Annotated[str | None, Field(max_length=200)] = None,
+            display_name: DisplayName = None,
             webhook_url: Annotated[
                 str | None, Field(description="New webhook URL; empty string removes it.")
             ] = None,
@@ -887,7 +895,7 @@ class Tools:
 
         async def update_account(
             ctx: Context,
-            name: Annotated[str | None, Field(max_length=998)] = None,
+            name: Annotated[str | None, Field(max_length=998, description="New name.")] = None,
             oversight_email: Annotated[
                 str | None, Field(description="Where held mail and notices are sent.")
             ] = None,
@@ -929,7 +937,7 @@ class Tools:
 
         async def create_api_key(
             ctx: Context,
-            name: Annotated[str, Field(max_length=998)],
+            name: Annotated[str, Field(max_length=998, description="A label, e.g. 'agent-7'.")],
             scopes: Annotated[
                 list[Literal["admin", "oversight", "send", "read"]],
                 Field(
@@ -997,7 +1005,7 @@ class Tools:
         async def add_contact(
             ctx: Context,
             email: Annotated[str, Field(description="The contact's address.")],
-            name: Annotated[str | None, Field(max_length=998)] = None,
+            name: Annotated[str | None, Field(max_length=998, description="Their name.")] = None,
             tags: Annotated[list[str] | None, Field(description="Labels.")] = None,
         ) -> CallToolResult:
             """Save a contact."""
