@@ -42,7 +42,8 @@ from mcp_types import CallToolResult, EmbeddedResource, TextContent, Tool
 
 from multimail.client import AuthenticationError, Client
 from multimail.embedded import Embedded, run_embedded
-from multimail.mcp_server import MAILBOX_HEADER, UNTRUSTED_WARNING
+from multimail.mcp_server import MAILBOX_HEADER
+from multimail.untrusted import UNTRUSTED_WARNING
 
 T = TypeVar("T")
 

@@ -26,13 +26,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mcp_types import CallToolResult, TextContent
 
-from multimail.mcp_server import (
-    TEXT_LIMIT,
-    UNTRUSTED_WARNING,
-    fence,
-    split_untrusted,
-    tool_result,
-)
+from multimail.mcp_tools import tool_result
+from multimail.untrusted import TEXT_LIMIT, UNTRUSTED_WARNING, fence, split_untrusted
 
 ONE_LINE_FIELDS = ("subject", "from_name", "preview", "message_id", "in_reply_to", "date")
 LONG_FIELDS = ("body_text", "body_html", "text", "html", "reply_text")
