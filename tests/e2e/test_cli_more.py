@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from multimail import cli as cli_module
+from multimail import cli_bulk
 from multimail.cli import _GLOBAL_WITH_VALUE, build_parser, mbox_entry
 from multimail.client import RateLimited
 from tests.e2e.cli_env import Env, embedded_cli, unique, wait_for
@@ -437,7 +437,7 @@ def test_import_checks_the_whole_file_before_creating_anything(cli: Env, tmp_pat
 
 def test_bulk_calls_wait_out_rate_limiting_then_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
     slept: list[float] = []
-    monkeypatch.setattr(cli_module.time, "sleep", slept.append)
+    monkeypatch.setattr(cli_bulk.time, "sleep", slept.append)
     answers: list[Any] = [RateLimited(429, "rate_limited", "slow", retry_after=3), "done"]
 
     def call() -> str:
@@ -446,15 +446,15 @@ def test_bulk_calls_wait_out_rate_limiting_then_give_up(monkeypatch: pytest.Monk
             raise answer
         return str(answer)
 
-    assert cli_module.patiently(call) == "done"
+    assert cli_bulk.patiently(call) == "done"
     assert slept == [3]
 
     def always() -> str:
         raise RateLimited(429, "rate_limited", "slow", retry_after=None)
 
     with pytest.raises(RateLimited):
-        cli_module.patiently(always)
-    assert slept == [3] + [1] * cli_module.BULK_RETRIES
+        cli_bulk.patiently(always)
+    assert slept == [3] + [1] * cli_bulk.BULK_RETRIES
 
 
 def test_import_progress_stays_off_stdout(cli: Env, tmp_path: Path) -> None:
