@@ -177,6 +177,57 @@ def stdio_main(
     return 0
 
 
+#: ``POST /mcp`` in the app's OpenAPI document (the route is plain ASGI, which FastAPI
+#: does not describe by itself).
+OPENAPI_PATH: dict[str, Any] = {
+    "post": {
+        "operationId": "mcp",
+        "summary": "MCP (Streamable HTTP)",
+        "description": (
+            "The Model Context Protocol over Streamable HTTP, stateless: one JSON-RPC "
+            "message per POST, answered as JSON or a text/event-stream. Every API operation "
+            "an agent needs is a tool (tools/list; spec/mcp.toml), run with this request's "
+            "bearer key exactly as the HTTP route would be. X-Multimail-Mailbox-Id sets the "
+            "default mailbox."
+        ),
+        "parameters": [
+            {"in": "header", "name": "authorization", "required": True,
+             "schema": {"type": "string"}, "description": "Bearer mm_live_…"},
+            {"in": "header", "name": "x-multimail-mailbox-id", "required": False,
+             "schema": {"type": "string"}, "description": "Default mailbox for tools"},
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        "responses": {
+            "200": {
+                "description": "The JSON-RPC response",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
+            },
+            "401": {
+                "description": "No valid bearer key",
+                "content": {"application/problem+json": {"schema": {"type": "object"}}},
+            },
+        },
+    }
+}  # fmt: skip
+
+
+def _document(app: Any) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            generate()["paths"]["/mcp"] = OPENAPI_PATH
+        return dict(app.openapi_schema)
+
+    app.openapi = openapi
+
+
 class HttpEndpoint:
     """``/mcp`` on the API server: Streamable HTTP, stateless (every POST carries its own
     bearer key, checked here before the MCP layer sees the request)."""
@@ -185,6 +236,7 @@ class HttpEndpoint:
         self.service = service
         self.server = build_server(InProcessConnection(app, base_url))
         self._manager: StreamableHTTPSessionManager | None = None
+        _document(app)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
