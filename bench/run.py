@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["api.py", "smtp.py", "webhooks.py"]
+BENCHES = ["api.py", "smtp.py", "webhooks.py", "mcp_calls.py"]
 
 if __name__ == "__main__":
     here = Path(__file__).parent

@@ -243,6 +243,7 @@ class HttpEndpoint:
         manager = StreamableHTTPSessionManager(
             app=self.server._lowlevel_server,
             stateless=True,
+            json_response=True,
             # Every request must carry a valid bearer key, which a browser cannot add to a
             # cross-site request without CORS consent: DNS rebinding gains nothing.
             security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),

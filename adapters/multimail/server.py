@@ -305,8 +305,11 @@ def serve_main(argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # aiosmtpd logs every SMTP command at INFO; keep its warnings and errors only.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # aiosmtpd logs every SMTP command at INFO, httpx every request (webhooks, and each MCP
+    # tool's in-process API call), the MCP SDK every stateless request: keep their warnings
+    # and errors only.
+    for noisy in ("mail.log", "httpx", "mcp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = parse_settings(argv)
     if settings.db.startswith("sqlite:///./") or settings.db.startswith("sqlite:///var"):
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
