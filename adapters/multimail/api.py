@@ -7,6 +7,8 @@ Pydantic models live only here; unknown fields are refused (422).
 """
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -28,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from multimail import render
+from multimail import mime, render
 from multimail.errors import HIDE_AS_NOT_FOUND, STATUS, NotFound, PayloadTooLarge, RateLimited
 from multimail.mcp_server import HttpEndpoint
 from multimail.service import Service, canonical
@@ -44,6 +46,10 @@ log = logging.getLogger("multimail.api")
 PROBLEM = "application/problem+json"
 T = TypeVar("T")
 MAX_BODY = 10 * 1024 * 1024
+#: send/reply attachments: how many, and their decoded bytes together (the base64 of 7 MiB
+#: and the bodies fit in MAX_BODY)
+MAX_ATTACHMENTS = 20
+MAX_ATTACHMENT_BYTES = 7 * 1024 * 1024
 
 
 # --- problem documents ------------------------------------------------------------------
@@ -143,9 +149,77 @@ class UpdateMailbox(Strict):
 
 
 class Attachment(Strict):
-    filename: str
-    content_base64: str
-    content_type: str = "application/octet-stream"
+    """A file to attach (PRODUCT §5). ``content_base64`` is standard base64 with padding
+    (RFC 4648 §4); line breaks (CRLF or LF, as MIME tools wrap it) are ignored, any other
+    character outside the alphabet (spaces, base64url's ``-`` and ``_``) is refused."""
+
+    filename: str = Field(
+        description="1–255 characters; no control characters, no / or \\, no space at either end",
+    )
+    content_base64: str = Field(
+        description="the bytes, standard base64 (line breaks allowed, nothing else)"
+    )
+    content_type: str = Field(
+        default="application/octet-stream",
+        description="a media type, type/subtype without parameters (e.g. application/pdf)",
+    )
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, value: str) -> str:
+        problem = mime.filename_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, value: str) -> str:
+        problem = mime.media_type_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value.lower()
+
+    @field_validator("content_base64")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        compact = value.replace("\r", "").replace("\n", "")
+        try:
+            base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(
+                "must be standard base64 (A-Z a-z 0-9 + / with = padding); "
+                "only line breaks may separate it"
+            ) from None
+        return compact
+
+    @property
+    def size(self) -> int:
+        """The decoded length, read off the (validated) base64."""
+        text = self.content_base64
+        return len(text) // 4 * 3 - text[-2:].count("=")
+
+    def data(self) -> mime.AttachmentData:
+        return (self.filename, self.content_type, base64.b64decode(self.content_base64))
+
+
+def _attachments_fit(value: list[Attachment]) -> list[Attachment]:
+    total = sum(a.size for a in value)
+    if total > MAX_ATTACHMENT_BYTES:
+        raise ValueError(
+            f"the attachments decode to {total} bytes together; the limit is "
+            f"{MAX_ATTACHMENT_BYTES} (7 MiB)"
+        )
+    return value
+
+
+Attachments = Annotated[
+    list[Attachment],
+    Field(
+        max_length=MAX_ATTACHMENTS,
+        description=f"at most {MAX_ATTACHMENTS} files, together at most 7 MiB decoded",
+    ),
+]
 
 
 class Send(Strict):
@@ -156,10 +230,12 @@ class Send(Strict):
     body_text: Annotated[str, Field(max_length=1_000_000)] | None = None
     body_html: Annotated[str, Field(max_length=2_000_000)] | None = None
     markdown: Annotated[str, Field(max_length=262_144)] | None = None
+    attachments: Attachments = Field(default_factory=list)
     send_at: str | None = None
     dry_run: bool = False
     idempotency_key: str | None = None
     _v = field_validator("subject")(_single_line)
+    _a = field_validator("attachments")(_attachments_fit)
 
 
 class Reply(Strict):
@@ -171,8 +247,10 @@ class Reply(Strict):
     markdown: Annotated[str, Field(max_length=262_144)] | None = None
     cc: list[str] = Field(default_factory=list, max_length=50)
     bcc: list[str] = Field(default_factory=list, max_length=50)
+    attachments: Attachments = Field(default_factory=list)
     dry_run: bool = False
     idempotency_key: str | None = None
+    _a = field_validator("attachments")(_attachments_fit)
 
 
 class Edits(Strict):
@@ -254,6 +332,14 @@ def page(
     after = [i for i in ordered if cursor is None or sort_key(i) > cursor]
     chunk = after[:limit]
     return chunk, (sort_key(chunk[-1]) if len(after) > limit else None)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """A field's place in the request body as a reader writes it: ``attachments[1].filename``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
 
 
 def _markdown_bodies(text: str | None, html: str | None, md: str | None) -> tuple[str, str | None]:
@@ -399,9 +485,10 @@ def create_app(
             }
             for e in exc.errors()
         ]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        detail = f"{'.'.join(first['loc'][1:]) or 'body'}: {first['msg']}"
-        return problem(422, "validation_error", detail, errors=errors)
+        first = exc.errors()[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = _field_path(tuple(first.get("loc", ()))[1:]) or "body"
+        detail = f"{field}: {first['msg']}"
+        return problem(422, "validation_error", detail, field=field, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -624,6 +711,7 @@ def create_app(
                 body_html=html,
                 send_at=_parse_when(body.send_at),
                 dry_run=body.dry_run,
+                attachments=[a.data() for a in body.attachments],
             )
             kick()
             return _send_response(result, body.dry_run)
@@ -648,6 +736,7 @@ def create_app(
                 cc=body.cc,
                 bcc=body.bcc,
                 dry_run=body.dry_run,
+                attachments=[a.data() for a in body.attachments],
             )
             kick()
             return _send_response(result, body.dry_run)

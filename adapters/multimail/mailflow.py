@@ -682,6 +682,7 @@ class MailFlow(_Base):
             in_reply_to=c.in_reply_to,
             references=c.references,
             extra_headers=(*c.headers, ("X-AI-Generated", "true")),
+            attachments=self.attachment_files(c),
         )
         return signing.sign_message(
             raw,
@@ -695,6 +696,16 @@ class MailFlow(_Base):
             identity_key=self.identity_key(box.id),
             dkim_keys=self.dkim_keys(box.address.domain),
         )
+
+    def attachment_files(self, content: Content) -> list[mime.AttachmentData]:
+        """An outbound message's attachments with their stored bytes, for ``compose``."""
+        files = []
+        for a in content.attachments:
+            data = self.store.get_blob(a.sha256)
+            if data is None:
+                raise MissingBlob(f"the bytes of attachment {a.attachment_id} are not stored")
+            files.append((a.filename, a.content_type, data))
+        return files
 
     # --- the server's own mail ---------------------------------------------------------
 
@@ -963,6 +974,13 @@ class MailFlow(_Base):
             record.state.account_id, account.oversight_email, raw, purpose="oversight_copy",
             related_id=record.id, now=now, sign=False,
         )  # fmt: skip
+
+
+class MissingBlob(MultimailError):
+    """An outbound attachment whose bytes are not in the store (a bug, or a damaged
+    database): the message cannot be composed."""
+
+    code = "missing_blob"
 
 
 class NoRecipient(MultimailError):

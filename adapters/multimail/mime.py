@@ -26,6 +26,8 @@ Rule 3 (stable ids): an attachment is `att_<n>`, n its index in a depth-first wa
   message/rfc822 included (it is not descended into: parse its bytes to read it).
 Rule 4 (compose): CRLF, 7-bit, lines ≤ 998, no Bcc, CR or LF in any header value is a
   ValueError (header injection), and the output is a function of the arguments alone.
+  Attachments make it multipart/mixed; `parse` of the output gives back each file's name,
+  media type and bytes, under the ids `composed_attachment_ids` names.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import hashlib
 import html
 import quopri
 import re
+import unicodedata
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -383,15 +386,21 @@ def _mime(fields: tuple[tuple[str, bytes], ...], default: str, defects: _Defects
         return None if value is None else _field_text(value, defects, name)
 
     ctype_text, disp_text = text("content-type"), text("content-disposition")
-    main, params = _parameterized(ctype_text or "", defects)
+    main, params, extended = _parameterized(ctype_text or "", defects)
     ctype = (
         re.sub(r"\s+", "", _COMMENT.sub("", main)).lower() if ctype_text is not None else default
     )
     if not _CTYPE.fullmatch(ctype):
         defects.add(errors.InvalidHeaderDefect, "Content-Type")
         ctype = "text/plain"
-    disposition_type, dparams = _parameterized(disp_text or "", defects)
-    filename = dparams.get("filename") or params.get("name")
+    disposition_type, dparams, dextended = _parameterized(disp_text or "", defects)
+    # an RFC 2231 value is already decoded text; RFC 2047 words are for the plain form only
+    if dparams.get("filename"):
+        filename, encoded = dparams["filename"], "filename" in dextended
+    else:
+        filename, encoded = params.get("name"), "name" in extended
+    if filename and not encoded:
+        filename = _decode_words(filename, defects)
     cte = re.sub(r"[^a-z0-9]", "", (text("content-transfer-encoding") or "").split(";")[0].lower())
     return _Mime(
         content_type=ctype,
@@ -399,13 +408,14 @@ def _mime(fields: tuple[tuple[str, bytes], ...], default: str, defects: _Defects
         boundary=params.get("boundary"),
         cte=cte,
         disposition=disposition_type.lower()[:64] or None,
-        filename=_clean_filename(_decode_words(filename, defects)) if filename else None,
+        filename=_clean_filename(filename) if filename else None,
         content_id=(text("content-id") or None),
     )
 
 
-def _parameterized(value: str, defects: _Defects) -> tuple[str, dict[str, str]]:
-    """``main; name=value; ...`` with quoted strings and RFC 2231 sections."""
+def _parameterized(value: str, defects: _Defects) -> tuple[str, dict[str, str], frozenset[str]]:
+    """``main; name=value; ...`` with quoted strings and RFC 2231 sections, and the names
+    whose value came from RFC 2231 (``name*``) sections."""
     segments: list[list[str]] = [[]]
     for n, m in enumerate(_PARAM_TOKEN.finditer(value)):
         if n >= _MAX_PARAM_TOKENS:
@@ -420,7 +430,8 @@ def _parameterized(value: str, defects: _Defects) -> tuple[str, dict[str, str]]:
         name, eq, val = "".join(segment).partition("=")
         if eq and name.strip():
             raw.append((name.strip().lower(), _unquote(val.strip())))
-    return "".join(segments[0]).strip(), _rfc2231(raw, defects)
+    params, extended = _rfc2231(raw, defects)
+    return "".join(segments[0]).strip(), params, extended
 
 
 def _unquote(value: str) -> str:
@@ -429,7 +440,9 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _rfc2231(raw: list[tuple[str, str]], defects: _Defects) -> dict[str, str]:
+def _rfc2231(
+    raw: list[tuple[str, str]], defects: _Defects
+) -> tuple[dict[str, str], frozenset[str]]:
     plain: dict[str, str] = {}
     sections: dict[str, list[tuple[int, bool, str]]] = {}
     for name, value in raw:
@@ -448,7 +461,7 @@ def _rfc2231(raw: list[tuple[str, str]], defects: _Defects) -> dict[str, str]:
                 charset, _, value = value.split("'", 2)
             data.append(urllib.parse.unquote_to_bytes(value) if encoded else value.encode())
         plain[name] = _decode_text(b"".join(data), charset or "us-ascii", defects)
-    return plain
+    return plain, frozenset(sections)
 
 
 def _clean_filename(name: str) -> str | None:
@@ -891,6 +904,59 @@ _MAX_LINE = 998
 _EW_BYTES = 42  # 56 base64 characters: "Subject: " and one encoded word stay within 78
 
 
+#: (filename, media type, bytes) of one file attached to a composed message
+AttachmentData = tuple[str, str, bytes]
+MAX_FILENAME = 255
+# bidirectional controls can make a name read differently from what it is ("…\u202efdp.exe")
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_COMPOSITE = ("multipart/", "message/")
+_PARAM_SAFE = "!#$&+^`{|}~"  # RFC 2231 attribute-char that ``quote`` would escape
+_SECTION_CHARS = 56
+
+
+def filename_problem(name: str) -> str | None:
+    """Why ``compose`` refuses ``name`` as an attachment's filename, else None: 1–255
+    characters; no control, line-separator or bidirectional-control character, no ``/`` or
+    ``\\``, not ``.`` or ``..``, no space at either end. What passes comes back from `parse`
+    unchanged (its cleaning strips paths, control characters and surrounding spaces)."""
+    if not 1 <= len(name) <= MAX_FILENAME:
+        return f"must be 1 to {MAX_FILENAME} characters"
+    for char in name:
+        if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI:
+            return f"must not contain control characters (found U+{ord(char):04X})"
+        if char in "/\\":
+            return "must be a name, not a path: no / or \\"
+    if name.strip() != name:
+        return "must not begin or end with a space"
+    if name in (".", ".."):
+        return "must be a file name, not . or .."
+    return None
+
+
+def media_type_problem(value: str) -> str | None:
+    """Why ``compose`` refuses ``value`` as an attachment's media type, else None: a bare
+    ``type/subtype`` of RFC 2045 token characters (no parameters), at most 255 characters,
+    and not composite: multipart/* and message/* bodies may not be base64-encoded
+    (RFC 2045 §6.4, RFC 2046 §5.2.1)."""
+    lowered = value.lower()
+    if len(value) > MAX_FILENAME or not _CTYPE.fullmatch(lowered):
+        return "must be a media type such as application/pdf: type/subtype, no parameters"
+    if lowered.startswith(_COMPOSITE):
+        return (
+            "multipart/* and message/* cannot be sent base64-encoded as an attachment; "
+            "send the bytes as application/octet-stream"
+        )
+    return None
+
+
+def composed_attachment_ids(count: int, *, alternative: bool) -> tuple[str, ...]:
+    """The ids `parse` gives the attachments of a message ``compose`` made (Rule 3): the
+    multipart/mixed is part 0, the body part 1 (a multipart/alternative adds its text and
+    HTML leaves, 2 and 3), then the attachments in order."""
+    first = 4 if alternative else 2
+    return tuple(f"att_{first + i}" for i in range(count))
+
+
 def compose(
     *,
     sender: str,
@@ -905,10 +971,18 @@ def compose(
     in_reply_to: str | None,
     references: Sequence[str],
     extra_headers: Sequence[tuple[str, str]] = (),
+    attachments: Sequence[AttachmentData] = (),
 ) -> bytes:
     """An RFC 5322 message (Rule 4). Bodies get LF line breaks and a final one when missing;
     ValueError for CR/LF in a header, a bad address or id, a naive datetime, an extra header
-    that names a managed field (Bcc among them) or a line that cannot fit in 998 octets."""
+    that names a managed field (Bcc among them), a line that cannot fit in 998 octets, or an
+    attachment whose filename or media type is refused (``filename_problem``,
+    ``media_type_problem``).
+
+    With attachments the message is multipart/mixed: the body as it would be alone, then
+    each file base64-encoded (76-character lines) with its name in Content-Type ``name`` and
+    Content-Disposition ``filename``: quoted ASCII, plus RFC 2231 ``*=utf-8''…`` when the
+    name is not plain ASCII (or holds ``=?``, which readers would take for RFC 2047)."""
     lines = [_fold("From", _mailbox(display_name, sender))]
     if to:
         lines.append(_fold("To", ", ".join(_address(a) for a in to)))
@@ -926,34 +1000,121 @@ def compose(
             raise ValueError(f"header name not allowed: {name!r}")
         lines.append(_fold(name, _unstructured(value)))
     lines.append("MIME-Version: 1.0")
-    boundary = "=_mm_" + hashlib.sha256(message_id.encode("utf-8", "replace")).hexdigest()[:32]
+    digest = hashlib.sha256(message_id.encode("utf-8", "replace")).hexdigest()[:32]
+    # neither boundary is a prefix of the other, and neither can occur in base64 or QP
+    boundary, mixed = "=_mm_" + digest, "=_mmx_" + digest
     head = "\r\n".join(lines).encode("ascii") + b"\r\n"
-    if body_html is None:
-        part_head, part_body = _text_part("plain", body_text, boundary)
-        return head + part_head + b"\r\n" + part_body
-    content_type = _fold("Content-Type", f'multipart/alternative; boundary="{boundary}"')
-    chunks = [content_type.encode("ascii") + b"\r\n\r\n"]
-    for subtype, text in (("plain", body_text), ("html", body_html)):
-        part_head, part_body = _text_part(subtype, text, boundary)
-        chunks.append(f"--{boundary}\r\n".encode() + part_head + b"\r\n" + part_body + b"\r\n")
-    chunks.append(f"--{boundary}--\r\n".encode())
+    if not attachments:
+        return head + _body(body_text, body_html, boundary, (boundary,))
+    files = [_attachment_part(*a) for a in attachments]
+    chunks = [
+        _fold("Content-Type", f'multipart/mixed; boundary="{mixed}"').encode("ascii"),
+        b"\r\n\r\n",
+        f"--{mixed}\r\n".encode(),
+        _body(body_text, body_html, boundary, (boundary, mixed)),
+    ]
+    for part in files:
+        chunks.append(f"\r\n--{mixed}\r\n".encode() + part)
+    chunks.append(f"\r\n--{mixed}--\r\n".encode())
     return head + b"".join(chunks)
 
 
-def _text_part(subtype: str, text: str, boundary: str) -> tuple[bytes, bytes]:
-    """Headers and encoded body of one UTF-8 text part; the body ends with CRLF unless empty."""
+def _body(text: str, html: str | None, boundary: str, avoid: Sequence[str]) -> bytes:
+    """The body entity (its Content-* headers, a blank line, the content): one text/plain
+    part, or a multipart/alternative of text and HTML."""
+    if html is None:
+        part_head, part_body = _text_part("plain", text, avoid)
+        return part_head + b"\r\n" + part_body
+    content_type = _fold("Content-Type", f'multipart/alternative; boundary="{boundary}"')
+    chunks = [content_type.encode("ascii") + b"\r\n\r\n"]
+    for subtype, body in (("plain", text), ("html", html)):
+        part_head, part_body = _text_part(subtype, body, avoid)
+        chunks.append(f"--{boundary}\r\n".encode() + part_head + b"\r\n" + part_body + b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks)
+
+
+def _text_part(subtype: str, text: str, avoid: Sequence[str]) -> tuple[bytes, bytes]:
+    """Headers and encoded body of one UTF-8 text part; the body ends with CRLF unless empty.
+    Text holding one of the ``avoid`` boundaries is encoded (QP or base64 cannot hold one)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if text and not text.endswith("\n"):
         text += "\n"
     data = text.encode("utf-8")
-    if _is_7bit(data) and boundary.encode() not in data:
+    if _is_7bit(data) and not any(b.encode() in data for b in avoid):
         cte, body = "7bit", data
-    else:  # neither encoding can contain "=_", the boundary's prefix
+    else:  # neither encoding can contain "=_", the boundaries' prefix
         qp = quopri.encodestring(data)
         b64 = base64.encodebytes(data)
         cte, body = ("quoted-printable", qp) if len(qp) <= len(b64) else ("base64", b64)
     head = f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
     return head.encode("ascii"), body.replace(b"\n", b"\r\n")
+
+
+def _attachment_part(filename: str, media_type: str, data: bytes) -> bytes:
+    """One attached file: its headers, a blank line, base64 in CRLF lines (empty if no data)."""
+    problem = filename_problem(filename)
+    if problem is not None:
+        raise ValueError(f"attachment filename {filename!r} {problem}")
+    problem = media_type_problem(media_type)
+    if problem is not None:
+        raise ValueError(f"attachment content type {media_type!r} {problem}")
+    head = (
+        _with_name("Content-Type", media_type.lower(), "name", filename)
+        + _with_name("Content-Disposition", "attachment", "filename", filename)
+        + "Content-Transfer-Encoding: base64\r\n"
+    )
+    return head.encode("ascii") + b"\r\n" + base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def _with_name(field: str, value: str, param: str, name: str) -> str:
+    """``Field: value; param="ascii"`` (after RFC 2231 sections when the name needs them),
+    folded between parameters."""
+    fallback = _ascii_name(name).replace("\\", "\\\\").replace('"', '\\"')
+    params = [f'{param}="{fallback}"']
+    if not (name.isascii() and name.isprintable()) or "=?" in name:
+        # the RFC 2231 form first: readers that keep the first of two (Python's email
+        # package among them) take it, and those that do not know it take the fallback
+        params = [*_rfc2231_sections(param, name), *params]
+    lines, current = [], f"{field}: {value}"
+    for item in params:
+        if len(current) + 2 + len(item) > _FOLD_AT:
+            lines.append(current + ";")
+            current = " " + item
+        else:
+            current += "; " + item
+    lines.append(current)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _ascii_name(name: str) -> str:
+    """A plain-ASCII stand-in for readers without RFC 2231: accents dropped (NFKD), anything
+    else non-ASCII (and any path separator a decomposition makes) becomes ``_``."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    if len(decomposed) > len(name) * 2:  # a decomposition that expands: keep lengths bounded
+        decomposed = name
+    out = "".join(
+        "" if unicodedata.combining(c) else c if " " <= c <= "~" and c not in "/\\" else "_"
+        for c in decomposed
+    )
+    return out[:MAX_FILENAME] or "_"
+
+
+def _rfc2231_sections(param: str, name: str) -> list[str]:
+    """``param*=utf-8''…`` (RFC 2231 §4), in numbered sections (§3) when it is long."""
+    encoded = urllib.parse.quote(name.encode("utf-8"), safe=_PARAM_SAFE)
+    if len(encoded) <= _SECTION_CHARS:
+        return [f"{param}*=utf-8''{encoded}"]
+    pieces = re.findall(r"%[0-9A-F]{2}|[^%]", encoded)
+    sections, current = [], ""
+    for piece in pieces:
+        if len(current) + len(piece) > _SECTION_CHARS:
+            sections.append(current)
+            current = ""
+        current += piece
+    sections.append(current)
+    sections[0] = "utf-8''" + sections[0]
+    return [f"{param}*{i}*={section}" for i, section in enumerate(sections)]
 
 
 _NOT_7BIT = re.compile(rb"[^\t\n\x20-\x7e]")

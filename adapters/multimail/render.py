@@ -193,6 +193,16 @@ def pending_view(approval: Approval, record: MessageRecord) -> dict[str, object]
         "subject": c.subject,
         "body_text": c.body_text,
         "body_html": c.body_html,
+        "attachments": [
+            {
+                "attachment_id": a.attachment_id,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+            }
+            for a in c.attachments
+        ],
         "created_at": iso(approval.created_at),
     }
 

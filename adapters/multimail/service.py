@@ -32,6 +32,7 @@ from multimail.errors import (
 from multimail.mailflow import DKIM_SELECTORS, HOPS_HEADER, MailFlow, hops_of
 from multimail.records import (
     Account,
+    Attachment,
     AuditEntry,
     Contact,
     Content,
@@ -639,7 +640,10 @@ class Service(MailFlow, WebhookFlow):
         dry_run: bool = False,
         reply_to: MessageRecord | None = None,
         extra_headers: Sequence[tuple[str, str]] = (),
+        attachments: Sequence[mime.AttachmentData] = (),
     ) -> SendResult:
+        """Submit a message. ``attachments`` are (filename, media type, bytes); their bytes
+        are stored by SHA-256 in the same transaction as the message (PRODUCT §3)."""
         draft = workflows.Draft(
             to=tuple(parse_address(a) for a in to),
             cc=tuple(parse_address(a) for a in cc),
@@ -674,6 +678,15 @@ class Service(MailFlow, WebhookFlow):
                 in_reply_to = parent if mime.is_message_id(parent) else None
                 chain = [r for r in (*reply_to.content.references, parent) if mime.is_message_id(r)]
                 refs = tuple(chain[-REFERENCES_KEPT:])
+            numbered = zip(
+                mime.composed_attachment_ids(len(attachments), alternative=body_html is not None),
+                attachments,
+                strict=True,
+            )
+            attached = tuple(
+                Attachment(aid, name, media_type.lower(), len(data), self.store.put_blob(data))
+                for aid, (name, media_type, data) in numbered
+            )
             content = Content(
                 sender=str(box.address),
                 to=tuple(str(a) for a in draft.to),
@@ -686,6 +699,7 @@ class Service(MailFlow, WebhookFlow):
                 message_id_header=header_id,
                 in_reply_to=in_reply_to,
                 references=refs,
+                attachments=attached,
             )
             _check_composable(content, box.display_name, now)
             self.store.insert_message(MessageRecord(sub.message, content))
@@ -719,6 +733,7 @@ class Service(MailFlow, WebhookFlow):
                 subject=subject,
                 verdict=sub.decision.verdict,
                 rule=sub.decision.rule,
+                **_attachment_audit(attached),
             )
         status = {
             outbound.Status.PENDING_APPROVAL: "pending",
@@ -744,6 +759,7 @@ class Service(MailFlow, WebhookFlow):
         cc: Sequence[str] = (),
         bcc: Sequence[str] = (),
         dry_run: bool = False,
+        attachments: Sequence[mime.AttachmentData] = (),
     ) -> SendResult:
         box = self._mailbox(key, mailbox_id, "messages.send")
         original = self._reply_target(box, email_id, thread_id)
@@ -779,6 +795,7 @@ class Service(MailFlow, WebhookFlow):
             dry_run=dry_run,
             reply_to=original,
             extra_headers=((HOPS_HEADER, str(hops)),),
+            attachments=attachments,
         )
 
     def _reply_target(
@@ -856,11 +873,21 @@ class Service(MailFlow, WebhookFlow):
     def get_attachment(
         self, key: Key, email_id: str, attachment_id: str
     ) -> tuple[mime.ParsedAttachment, bytes]:
+        """From the message's bytes; an outbound message not yet composed (held, scheduled,
+        queued) serves the stored blob its content names."""
         record = self.get_email(key, email_id)
         found = mime.attachment(record.raw, attachment_id) if record.raw is not None else None
-        if found is None:
-            raise NotFound(f"no attachment {attachment_id} in {email_id}")
-        return found
+        if found is not None:
+            return found
+        for a in record.content.attachments:
+            data = self.store.get_blob(a.sha256) if a.attachment_id == attachment_id else None
+            if data is not None:
+                meta = mime.ParsedAttachment(
+                    a.attachment_id, a.filename, a.content_type, a.size, a.sha256, None,
+                    "attachment",
+                )  # fmt: skip
+                return meta, data
+        raise NotFound(f"no attachment {attachment_id} in {email_id}")
 
     def get_thread(self, key: Key, mailbox_id: str, thread_id: str) -> list[MessageRecord]:
         box = self._mailbox(key, mailbox_id, "messages.read")
@@ -949,6 +976,14 @@ class Service(MailFlow, WebhookFlow):
                     content, subject=e.subject, body_text=e.body_text, body_html=e.body_html
                 )
                 if record.direction == "outbound":
+                    # an edit that adds an HTML part moves the attachments in the MIME tree
+                    ids = mime.composed_attachment_ids(
+                        len(content.attachments), alternative=content.body_html is not None
+                    )
+                    content = replace(content, attachments=tuple(
+                        replace(a, attachment_id=i)
+                        for a, i in zip(content.attachments, ids, strict=True)
+                    ))  # fmt: skip
                     _check_composable(content, box.display_name, now)
             record = replace(record, state=result.message, content=content)
             self.store.update_approval(result.approval)
@@ -1251,7 +1286,9 @@ def _settings(box: mailbox.Mailbox) -> dict[str, object]:
 
 def _check_composable(content: Content, display_name: str | None, now: int) -> None:
     """Refuse at submission what could not be put on the wire later (a 422 now, rather than
-    a message that fails at delivery)."""
+    a message that fails at delivery). An attachment's bytes cannot make a message
+    unsendable (base64 is 7-bit in short lines), its name and type can: empty stand-ins
+    keep this check cheap inside the transaction."""
     try:
         mime.compose(
             sender=content.sender,
@@ -1266,9 +1303,23 @@ def _check_composable(content: Content, display_name: str | None, now: int) -> N
             in_reply_to=content.in_reply_to,
             references=content.references,
             extra_headers=content.headers,
+            attachments=[(a.filename, a.content_type, b"") for a in content.attachments],
         )
     except ValueError as exc:
         raise InvalidValue("message", str(exc)) from None
+
+
+def _attachment_audit(attached: Sequence[Attachment]) -> dict[str, object]:
+    """What the audit log keeps of a message's attachments (names, types, sizes, hashes)."""
+    if not attached:
+        return {}
+    return {
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size,
+             "sha256": a.sha256}
+            for a in attached
+        ]
+    }  # fmt: skip
 
 
 def _visible(record: MessageRecord) -> bool:

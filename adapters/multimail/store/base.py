@@ -14,7 +14,8 @@ Rule 5: ``transaction()`` is re-entrant: a nested block joins the outer transact
 Rule 6: ``insert_*`` of a stored id (or unique key) raises DuplicateRecord, ``update_*`` of an
         unstored id MissingRecord, a reference to an unstored account, mailbox or message
         DanglingReference; a refused write writes nothing. ``add_suppression`` and
-        ``put_idempotent`` replace what is stored under the same key.
+        ``put_idempotent`` replace what is stored under the same key; ``put_blob`` of bytes
+        already stored changes nothing.
 """
 
 from __future__ import annotations
@@ -202,6 +203,14 @@ class Store(Protocol):
     def kv_put(self, name: str, doc: dict[str, object]) -> None:
         """Store ``doc`` under ``name``, replacing what is there."""
         ...
+
+    # content-addressed bytes (outbound attachments), by SHA-256 hex digest
+    def put_blob(self, data: bytes) -> str:
+        """Store ``data`` under its SHA-256 (lowercase hex), which is returned; the same bytes
+        are stored once however often they are put."""
+        ...
+
+    def get_blob(self, sha256: str) -> bytes | None: ...
 
     # the server's own mail queue (approval requests, oversight copies, notices)
     def insert_mail(self, mail: QueuedMail) -> None: ...

@@ -14,6 +14,7 @@ Rule 4: one RLock serializes everything, held for the whole of a transaction: Fa
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import threading
 from collections.abc import Iterator, Sequence
@@ -119,6 +120,7 @@ class _Tables:
     contacts: dict[str, Contact] = field(default_factory=dict)
     facts: dict[str, list[ReputationFact]] = field(default_factory=dict)  # by mailbox
     kv: dict[str, dict[str, object]] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)
     mail: dict[str, QueuedMail] = field(default_factory=dict)
     webhooks: dict[str, WebhookRecord] = field(default_factory=dict)
     deliveries: dict[str, DeliveryRecord] = field(default_factory=dict)
@@ -139,6 +141,7 @@ class _Tables:
             contacts=dict(self.contacts),
             facts={k: list(v) for k, v in self.facts.items()},
             kv=dict(self.kv),
+            blobs=dict(self.blobs),
             mail=dict(self.mail),
             webhooks=dict(self.webhooks),
             deliveries=dict(self.deliveries),
@@ -594,6 +597,17 @@ class MemoryStore:
         doc = check_json_doc(doc)
         with self._lock:
             self._t.kv[name] = doc
+
+    def put_blob(self, data: bytes) -> str:
+        data = bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            self._t.blobs.setdefault(digest, data)
+        return digest
+
+    def get_blob(self, sha256: str) -> bytes | None:
+        with self._lock:
+            return self._t.blobs.get(sha256)
 
     def insert_mail(self, mail: QueuedMail) -> None:
         mail = _stored(mail)

@@ -185,11 +185,19 @@ def _v3_webhooks(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v4_blobs(db: sqlite_utils.Database) -> None:
+    """Content-addressed bytes: outbound attachments, stored once per SHA-256 (PRODUCT §3)."""
+    db.table("blobs").create(
+        {"sha256": str, "data": bytes}, pk="sha256", not_null=["sha256", "data"], strict=True
+    )
+
+
 #: ``MIGRATIONS[v]`` takes the schema from version v to v + 1. Append only.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _v1_initial,
     _v2_email,
     _v3_webhooks,
+    _v4_blobs,
 )
 
 

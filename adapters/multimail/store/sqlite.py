@@ -24,6 +24,7 @@ Rule 6: writes are plain SQL statements; sqlite-utils builds the schema (tables,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -711,6 +712,18 @@ class SqliteStore:
             "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
             [name, json.dumps(doc)],
         )
+
+    def put_blob(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        self._write(
+            "INSERT INTO blobs (sha256, data) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING",
+            [digest, bytes(data)],
+        )
+        return digest
+
+    def get_blob(self, sha256: str) -> bytes | None:
+        rows = self._rows("SELECT data FROM blobs WHERE sha256 = ?", [sha256])
+        return bytes(rows[0][0]) if rows else None
 
     @staticmethod
     def _mail_row(mail: QueuedMail) -> list[object]:
