@@ -32,6 +32,7 @@ from multimail.cli_output import (
     write_bytes,
 )
 from multimail.client import Client, Result
+from multimail.client import attachment as file_entry
 
 # --- reading a message to send ----------------------------------------------------------
 
@@ -48,6 +49,20 @@ def _read_body(args: argparse.Namespace) -> str:
 
 def _read_html(args: argparse.Namespace) -> str | None:
     return None if args.html is None else read_file(args.html)
+
+
+def _attachments(args: argparse.Namespace) -> list[dict[str, str]] | None:
+    """``--attach FILE``s as the API's attachments (named after the file, type guessed)."""
+    if not args.attach:
+        return None
+    files = []
+    for name in args.attach:
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {name}: {exc.strerror}") from None
+        files.append(file_entry(Path(name).name, data))
+    return files
 
 
 def _sent(result: Result, out: Output) -> int:
@@ -195,6 +210,7 @@ def cmd_send(client: Client, args: argparse.Namespace, out: Output) -> int:
         cc=args.cc,
         bcc=args.bcc,
         send_at=args.send_at,
+        attachments=_attachments(args),
         dry_run=args.dry_run,
         idempotency_key=args.idempotency_key,
     )
@@ -211,6 +227,7 @@ def cmd_reply(client: Client, args: argparse.Namespace, out: Output) -> int:
         body_html=_read_html(args),
         cc=args.cc,
         bcc=args.bcc,
+        attachments=_attachments(args),
         dry_run=args.dry_run,
         idempotency_key=args.idempotency_key,
     )

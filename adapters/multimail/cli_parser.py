@@ -105,6 +105,13 @@ def _body_options(parser: argparse.ArgumentParser) -> None:
         "--body-file", metavar="FILE", help="read the plain-text body from FILE ('-' = stdin)"
     )
     parser.add_argument("--html", metavar="FILE", help="HTML alternative read from FILE")
+    parser.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="attach FILE (repeatable; its type is guessed from the name; at most 20 files, "
+        "7 MiB together)",
+    )
     parser.add_argument("--cc", action="append", metavar="ADDR", help="Cc (repeatable)")
     parser.add_argument("--bcc", action="append", metavar="ADDR", help="Bcc (repeatable)")
     parser.add_argument(

@@ -32,11 +32,13 @@ from multimail.mcp_tools import (
     Copies,
     Cursor,
     EmailId,
+    Files,
     HiddenCopies,
     Limit,
     MailboxId,
     Mode,
     Tools,
+    files,
     summary,
     tool_result,
 )
@@ -54,6 +56,7 @@ def install_email(t: Tools) -> None:
         ] = None,
         cc: Copies = None,
         bcc: HiddenCopies = None,
+        attachments: Files = None,
         mailbox_id: MailboxId = None,
         send_at: Annotated[
             str | None, Field(description="Send later: ISO 8601 UTC, e.g. 2026-12-01T09:00Z")
@@ -81,6 +84,7 @@ def install_email(t: Tools) -> None:
                 cc=cc,
                 bcc=bcc,
                 send_at=send_at,
+                attachments=files(attachments),
                 dry_run=dry_run,
                 idempotency_key=idempotency_key,
             ),
@@ -99,11 +103,12 @@ def install_email(t: Tools) -> None:
         markdown: Annotated[str | None, Field(description="Markdown body.")] = None,
         cc: Copies = None,
         bcc: HiddenCopies = None,
+        attachments: Files = None,
         mailbox_id: MailboxId = None,
         dry_run: Annotated[bool, Field(description="Only report the oversight verdict.")] = (False),
         idempotency_key: Annotated[str | None, Field(description="Retry-safe key.")] = None,
     ) -> CallToolResult:
-        """Reply to an email (or a thread) from the mailbox it belongs to. Recipient,
+        """Reply to one of a mailbox's emails (or threads), from that mailbox. Recipient,
         'Re:' subject and threading headers are set by the server. Same result as
         send_email: 'sent', 'pending' (held for approval) or refused."""
         box = t.mailbox(ctx, mailbox_id)
@@ -118,6 +123,7 @@ def install_email(t: Tools) -> None:
                 markdown=markdown,
                 cc=cc,
                 bcc=bcc,
+                attachments=files(attachments),
                 dry_run=dry_run,
                 idempotency_key=idempotency_key,
             ),

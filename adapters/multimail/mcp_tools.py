@@ -25,7 +25,7 @@ from mcp_types import (
     TextContent,
     ToolAnnotations,
 )
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from multimail.client import (
     AsyncClient,
@@ -79,6 +79,26 @@ HiddenCopies = Annotated[
 ]
 DisplayName = Annotated[
     str | None, Field(max_length=200, description="The name shown in From:, e.g. 'Support'.")
+]
+
+
+class FileIn(BaseModel):
+    """One file to attach."""
+
+    filename: str = Field(description="The file's name as the recipient sees it, e.g. q3.pdf.")
+    content_base64: str = Field(description="The bytes, standard base64.")
+    content_type: str = Field(
+        default="application/octet-stream", description="Its media type, e.g. application/pdf."
+    )
+
+
+Files = Annotated[
+    list[FileIn] | None,
+    Field(
+        max_length=20,
+        description="Files to attach (at most 20, 7 MiB together); "
+        "download_attachment gives received ones as base64.",
+    ),
 ]
 Mode = Literal["read_only", "gated_all", "gated_send", "monitored", "autonomous"]
 
@@ -158,3 +178,8 @@ def summary(email: Mapping[str, Any]) -> dict[str, Any]:
     body = str(email.get("body_text") or "")
     row["preview"] = body[:PREVIEW_CHARS] + ("…" if len(body) > PREVIEW_CHARS else "")
     return row
+
+
+def files(value: list[FileIn] | None) -> list[dict[str, str]] | None:
+    """The API's ``attachments`` list."""
+    return None if value is None else [f.model_dump() for f in value]

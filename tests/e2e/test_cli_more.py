@@ -201,6 +201,38 @@ def test_cancel_a_scheduled_email(cli: Env) -> None:
     cli.fails(3, "cancel", "msg_01AAAAAAAAAAAAAAAAAAAAAAAA")
 
 
+def test_send_and_reply_attach_files(cli: Env, tmp_path: Path) -> None:
+    sender = cli.mailbox("autonomous")
+    target = cli.mailbox("autonomous")
+    report = tmp_path / "report.pdf"
+    report.write_bytes(PAYLOAD)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("n\n", encoding="utf-8")
+    sent = cli.json(
+        "send", sender["mailbox_id"], "--to", target["address"], "--subject", "Files",
+        "--body", "Two files.", "--attach", str(report), "--attach", str(notes),
+    )  # fmt: skip
+    own = cli.mm.client.read_email(sent["email_id"])
+    assert [(a.filename, a.content_type) for a in own.attachments] == [
+        ("report.pdf", "application/pdf"),  # named after the file, type guessed
+        ("notes.txt", "text/plain"),
+    ]
+    assert wait_for(lambda: cli.mm.client.check_inbox(target["mailbox_id"]).emails)
+    got = cli.mm.client.check_inbox(target["mailbox_id"]).emails[0]
+    first = cli.mm.client.read_email(got.email_id).attachments[0]
+    assert cli.mm.client.download_attachment(got.email_id, first.attachment_id) == PAYLOAD
+
+    replied = cli.json(
+        "reply", target["mailbox_id"], "--email-id", got.email_id, "--body", "Back.",
+        "--attach", str(notes),
+    )  # fmt: skip
+    assert [a.filename for a in cli.mm.client.read_email(replied["email_id"]).attachments] == [
+        "notes.txt"
+    ]
+    cli.fails(2, "send", sender["mailbox_id"], "--to", target["address"], "--subject", "x",
+              "--body", "x", "--attach", str(tmp_path / "missing.bin"))  # fmt: skip
+
+
 def _deliver_with_attachment(cli: Env, to: str, subject: str) -> None:
     message = EmailMessage()
     message["From"] = "Outside Sender <sender@outside.example>"

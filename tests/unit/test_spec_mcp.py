@@ -92,6 +92,8 @@ def _argument(name: str, schema: dict[str, Any]) -> Any:
     kind = first.get("type")
     if kind == "array":
         item = first.get("items", {})
+        if "$ref" in item:  # a list of files
+            return [{"filename": "a.txt", "content_base64": "aGk=", "content_type": "text/plain"}]
         return [item["enum"][0]] if "enum" in item else ["a@example.com"]
     if kind == "object":
         return {"k": "v"}
