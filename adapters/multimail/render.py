@@ -14,6 +14,7 @@ from typing import Any
 
 from multimail.records import (
     Account,
+    Attachment,
     AuditEntry,
     Contact,
     EventRecord,
@@ -83,6 +84,16 @@ def _requires_action(record: MessageRecord) -> bool:
     return isinstance(record.state, inbound.Inbound) and inbound.requires_action(record.state)
 
 
+def attachment_view(a: Attachment) -> dict[str, object]:
+    return {
+        "attachment_id": a.attachment_id,
+        "filename": a.filename,
+        "content_type": a.content_type,
+        "size": a.size,
+        "sha256": a.sha256,
+    }
+
+
 def email_summary(record: MessageRecord) -> dict[str, object]:
     c = record.content
     state = record.state
@@ -120,11 +131,7 @@ def email_view(record: MessageRecord, public_url: str) -> dict[str, object]:
             "headers": [{"name": k, "value": v} for k, v in c.headers],
             "attachments": [
                 {
-                    "attachment_id": a.attachment_id,
-                    "filename": a.filename,
-                    "content_type": a.content_type,
-                    "size": a.size,
-                    "sha256": a.sha256,
+                    **attachment_view(a),
                     "url": f"{public_url}/v1/emails/{record.id}/attachments/{a.attachment_id}",
                 }
                 for a in c.attachments
@@ -193,16 +200,7 @@ def pending_view(approval: Approval, record: MessageRecord) -> dict[str, object]
         "subject": c.subject,
         "body_text": c.body_text,
         "body_html": c.body_html,
-        "attachments": [
-            {
-                "attachment_id": a.attachment_id,
-                "filename": a.filename,
-                "content_type": a.content_type,
-                "size": a.size,
-                "sha256": a.sha256,
-            }
-            for a in c.attachments
-        ],
+        "attachments": [attachment_view(a) for a in c.attachments],
         "created_at": iso(approval.created_at),
     }
 

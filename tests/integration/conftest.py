@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from multimail.embedded import Embedded, run_embedded
+from tests.smtp_sink import Sink, smtp_sink
 
 T = TypeVar("T")
 
@@ -203,12 +204,11 @@ def root(mm: Embedded) -> Iterator[Api]:
     api.close()
 
 
-def make_tenant(mm: Embedded, root: Api) -> Tenant:
+def make_tenant(mm: Embedded, root: Api, oversight_email: str | None = None) -> Tenant:
     """A new account (with its own admin key) created through the API."""
     name = unique()
-    made = root.ok(
-        "POST", "/v1/accounts", {"name": name, "oversight_email": f"ops@{name}.example"}, expect=201
-    )
+    ops = oversight_email or f"ops@{name}.example"
+    made = root.ok("POST", "/v1/accounts", {"name": name, "oversight_email": ops}, expect=201)
     admin = Api(mm.api_url, made["api_key"])
     return Tenant(
         mm, admin, made["account_id"], made["slug"], f"{made['slug']}.{mm.domain}", [admin]
@@ -227,6 +227,31 @@ def tenant(mm: Embedded, root: Api) -> Iterator[Tenant]:
 def other_tenant(mm: Embedded, root: Api) -> Iterator[Tenant]:
     """A second, unrelated account on the same server."""
     t = make_tenant(mm, root)
+    yield t
+    for api in t.apis:
+        api.close()
+
+
+# --- modules whose server relays to an SMTP sink ----------------------------------------
+# They override ``mm`` with ``run_embedded(relay=sink.url)`` and take ``overseen_tenant``:
+# its oversight address is outside, so approval mail leaves through the relay.
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[Sink]:
+    with smtp_sink() as s:
+        yield s
+
+
+@pytest.fixture
+def ops() -> str:
+    """The outside oversight address of ``overseen_tenant``."""
+    return f"ops-{uuid.uuid4().hex[:8]}@operators.example"
+
+
+@pytest.fixture
+def overseen_tenant(mm: Embedded, root: Api, ops: str) -> Iterator[Tenant]:
+    t = make_tenant(mm, root, oversight_email=ops)
     yield t
     for api in t.apis:
         api.close()

@@ -31,16 +31,10 @@ from multimail.store.migrations import MIGRATIONS
 from multimail.store.sqlite import SqliteStore
 from multimail_core.errors import InvalidValue
 from tests.integration.conftest import Api, Tenant, assert_problem, eventually, unique
-from tests.smtp_sink import Sink, smtp_sink
+from tests.smtp_sink import Sink
 
 MIB = 1024 * 1024
 NAME = "Übersicht – März 報告.txt"
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[Sink]:
-    with smtp_sink() as s:
-        yield s
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +44,8 @@ def mm(sink: Sink) -> Iterator[Embedded]:
 
 
 @pytest.fixture
-def ops() -> str:
-    return f"ops-{uuid.uuid4().hex[:8]}@operators.example"
-
-
-@pytest.fixture
-def tenant(mm: Embedded, ops: str) -> Iterator[Tenant]:
-    root = Api(mm.api_url, mm.admin_key)
-    name = unique()
-    made = root.ok("POST", "/v1/accounts", {"name": name, "oversight_email": ops}, expect=201)
-    admin = Api(mm.api_url, made["api_key"])
-    t = Tenant(mm, admin, made["account_id"], made["slug"], f"{made['slug']}.{mm.domain}", [admin])
-    yield t
-    for api in t.apis:
-        api.close()
-    root.close()
+def tenant(overseen_tenant: Tenant) -> Tenant:
+    return overseen_tenant
 
 
 def files() -> list[tuple[str, str, bytes]]:

@@ -23,14 +23,8 @@ import pytest
 
 from multimail import verify
 from multimail.embedded import Embedded, run_embedded
-from tests.integration.conftest import Api, Tenant, assert_problem, eventually, unique
-from tests.smtp_sink import Sink, smtp_sink
-
-
-@pytest.fixture(scope="module")
-def sink() -> Iterator[Sink]:
-    with smtp_sink() as s:
-        yield s
+from tests.integration.conftest import Tenant, assert_problem, eventually, unique
+from tests.smtp_sink import Sink
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +34,8 @@ def mm(sink: Sink) -> Iterator[Embedded]:
 
 
 @pytest.fixture
-def ops() -> str:
-    return f"ops-{uuid.uuid4().hex[:8]}@operators.example"
-
-
-@pytest.fixture
-def tenant(mm: Embedded, ops: str) -> Iterator[Tenant]:
-    root = Api(mm.api_url, mm.admin_key)
-    name = unique()
-    made = root.ok("POST", "/v1/accounts", {"name": name, "oversight_email": ops}, expect=201)
-    admin = Api(mm.api_url, made["api_key"])
-    t = Tenant(mm, admin, made["account_id"], made["slug"], f"{made['slug']}.{mm.domain}", [admin])
-    yield t
-    for api in t.apis:
-        api.close()
-    root.close()
+def tenant(overseen_tenant: Tenant) -> Tenant:
+    return overseen_tenant
 
 
 def smtp_send(mm: Embedded, raw: bytes, rcpts: list[str], mail_from: str = "alice@outside.example"):
