@@ -1208,7 +1208,7 @@ def create_app(
     routes[("GET", "/docs/oauth2-redirect")] = "public"
     routes[("GET", "/redoc")] = "public"
     # MCP over Streamable HTTP: the same keys; each tool call goes through the routes above.
-    app.state.mcp = HttpEndpoint(app, service, service.config.public_url)
+    app.state.mcp = HttpEndpoint(app, service, limiter.check)
     routes[("POST", "/mcp")] = "mcp.connect"
     app.router.routes.append(Route("/mcp", app.state.mcp, methods=["POST"]))
     return app

@@ -525,7 +525,7 @@ def _add_webhooks(commands: Any) -> None:
     )
     p.add_argument(
         "--status",
-        choices=("pending", "delivered", "failed", "dead"),
+        choices=("pending", "delivering", "delivered", "dead"),
         help="only deliveries in this state (dead: retries exhausted)",
     )
     p.add_argument("--webhook", metavar="WEBHOOK_ID", help="only this subscription's deliveries")

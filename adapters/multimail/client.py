@@ -857,7 +857,7 @@ class _Operations(Generic[R]):
     ) -> R:
         """The delivery log: ``{deliveries: [{id, webhook_id, event_id, event_type, url,
         status, attempts, response_status, latency_ms, last_attempt_at, next_attempt_at}],
-        next_cursor}``; ``status`` is pending, delivered, failed or dead."""
+        next_cursor}``; ``status`` is pending, delivering, delivered or dead."""
         params = {"limit": limit, "cursor": cursor, "status": status, "webhook_id": webhook_id}
         return self._call(_Request("GET", "/v1/webhook-deliveries", params=params))
 

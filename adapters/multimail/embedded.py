@@ -59,6 +59,8 @@ def run_embedded(
     relay: str | None = None,
     dns: str = "off",
     webhook_allow_private: bool = False,
+    rate_limit: float = 100.0,
+    public_url: str | None = None,
 ) -> Iterator[Embedded]:
     """Start the full server in a background thread; stop it and clean up on exit."""
     with tempfile.TemporaryDirectory(prefix="multimail-") as tmp:
@@ -77,6 +79,8 @@ def run_embedded(
             relay=relay,
             dns=dns,
             webhook_allow_private=webhook_allow_private,
+            rate_limit=rate_limit,
+            public_url=public_url,
         )
         service = build_service(settings)
         bootstrap_admin(service, settings)
@@ -100,10 +104,12 @@ def run_embedded(
         if failure or not runtime.ready.is_set():
             raise RuntimeError(f"embedded MultiMail failed to start: {failure[:1]}")
         assert settings.admin_key is not None
-        client = Client(api_key=settings.admin_key, base_url=settings.base_url)
+        # where it listens (a public_url, when given, only names links in what it returns)
+        api_url = f"http://127.0.0.1:{port}"
+        client = Client(api_key=settings.admin_key, base_url=api_url)
         try:
             yield Embedded(
-                settings.base_url,
+                api_url,
                 settings.admin_key,
                 client,
                 service,

@@ -340,7 +340,7 @@ def install_webhooks(t: Tools) -> None:
     async def list_webhook_deliveries(
         ctx: Context,
         status: Annotated[
-            Literal["pending", "delivered", "failed", "dead"] | None,
+            Literal["pending", "delivering", "delivered", "dead"] | None,
             Field(description="Only deliveries in this state (dead: retries exhausted)."),
         ] = None,
         webhook_id: Annotated[str | None, Field(description="Only this subscription.")] = (None),
@@ -414,19 +414,32 @@ def install_insight(t: Tools) -> None:
 
     async def verify_message(
         ctx: Context,
+        email_id: Annotated[
+            str | None,
+            Field(description="An email in one of your mailboxes: its source is checked."),
+        ] = None,
         raw_message: Annotated[
-            str,
+            str | None,
             Field(
                 max_length=5_000_000,
-                description="The complete email source (headers and body), as received.",
+                description="Or the complete email source (headers and body), as received.",
             ),
-        ],
+        ] = None,
         check_dkim: Annotated[bool, Field(description="Also check the DKIM signatures.")] = True,
     ) -> CallToolResult:
         """Check that an email really came from a MultiMail mailbox of this server: its
         signed identity claim, the headers and body it binds, and DKIM. Names the
-        sending mailbox, its oversight mode and whether a human approved it."""
-        return await verify_raw(t, ctx, raw_message, check_dkim)
+        sending mailbox, its oversight mode and whether a human approved it. Give
+        email_id (one you received) or raw_message (a source you were handed)."""
+        if (email_id is None) == (raw_message is None):
+            raise ToolError("give exactly one of email_id and raw_message")
+        if email_id is not None:
+            raw = await t.call(ctx, lambda mm: mm.get_raw_email(email_id))
+        else:
+            raw = str(raw_message).encode("utf-8", "surrogateescape")
+            if b"\r\n" not in raw:  # pasted with bare newlines: restore the wire form
+                raw = raw.replace(b"\n", b"\r\n")
+        return await verify_raw(t, ctx, raw, check_dkim)
 
     for fn, hint in (
         (list_domains, READ),
@@ -438,10 +451,9 @@ def install_insight(t: Tools) -> None:
         t.register(fn, hint)
 
 
-async def verify_raw(t: Tools, ctx: Context, raw_message: str, check_dkim: bool) -> CallToolResult:
-    raw = raw_message.encode("utf-8", "surrogateescape")
-    if b"\r\n" not in raw:  # pasted with bare newlines: restore the wire form
-        raw = raw.replace(b"\n", b"\r\n")
+async def verify_raw(t: Tools, ctx: Context, raw: bytes, check_dkim: bool) -> CallToolResult:
+    """The verdict; when it fails, everything but ``ok`` may quote the message (a claim's
+    unknown keys, a DKIM selector), so it goes under ``untrusted``."""
     async with t.connection.open(ctx) as mm:
         dns_txt, identity_keys = _async_resolvers(mm)
         result = await anyio.to_thread.run_sync(
@@ -449,7 +461,10 @@ async def verify_raw(t: Tools, ctx: Context, raw_message: str, check_dkim: bool)
                 raw, dns_txt=dns_txt, identity_keys=identity_keys, check_dkim=check_dkim
             )
         )
-    return tool_result(result.to_dict())
+    verdict = result.to_dict()
+    if not result.ok:
+        verdict = {"ok": False, "untrusted": {k: v for k, v in verdict.items() if k != "ok"}}
+    return tool_result(verdict)
 
 
 def _async_resolvers(

@@ -6,6 +6,7 @@ caller's key; see multimail.mcp_tools for the rules they share.
 from __future__ import annotations
 
 import base64
+import mimetypes
 from collections.abc import Callable
 from typing import Annotated, Literal
 
@@ -305,7 +306,7 @@ async def download(
                 type="resource",
                 resource=BlobResourceContents(
                     uri=str(chosen.get("url")),
-                    mime_type=str(chosen.get("content_type") or "application/octet-stream"),
+                    mime_type=_known_type(chosen.get("content_type")),
                     blob=encoded,
                 ),
             )
@@ -406,3 +407,11 @@ async def edit_allowlist(
     current = await t.call(ctx, lambda mm: mm.get_allowlist(box))
     entries = list(dict.fromkeys(change([str(e) for e in current.get("entries") or []])))
     return await t.result(ctx, lambda mm: mm.set_allowlist(box, entries))
+
+
+def _known_type(declared: object) -> str:
+    """The sender's declared type when it is a registered one (it is their text, so an
+    invented type never reaches the client as metadata), else application/octet-stream."""
+    if isinstance(declared, str) and mimetypes.guess_extension(declared, strict=False):
+        return declared
+    return "application/octet-stream"

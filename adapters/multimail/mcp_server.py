@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +84,10 @@ class InProcessConnection:
     same app, in-process, so authorization and rate limits are exactly the HTTP API's."""
 
     app: Any
-    base_url: str
+
+    #: The origin of the in-process calls: the app's routes sit at its root, whatever
+    #: prefix a proxy adds to the public URL (the URLs the API returns use the public one).
+    ORIGIN = "http://multimail.internal"
 
     @contextlib.asynccontextmanager
     async def open(self, ctx: Context) -> AsyncIterator[AsyncClient]:
@@ -92,7 +95,7 @@ class InProcessConnection:
         if key is None:  # the endpoint refuses such requests before any tool runs
             raise ToolError("401 unauthorized: missing bearer key")
         transport = httpx.ASGITransport(app=self.app)
-        async with AsyncClient(api_key=key, base_url=self.base_url, transport=transport) as mm:
+        async with AsyncClient(api_key=key, base_url=self.ORIGIN, transport=transport) as mm:
             yield mm
 
     def default_mailbox(self, ctx: Context) -> str | None:
@@ -230,11 +233,14 @@ def _document(app: Any) -> None:
 
 class HttpEndpoint:
     """``/mcp`` on the API server: Streamable HTTP, stateless (every POST carries its own
-    bearer key, checked here before the MCP layer sees the request)."""
+    bearer key, checked here before the MCP layer sees the request, and counted against
+    that key's rate limit like any API request: ``limit(key_id)`` raises when it is spent;
+    the API calls a tool makes count too)."""
 
-    def __init__(self, app: Any, service: Any, base_url: str) -> None:
+    def __init__(self, app: Any, service: Any, limit: Callable[[str], None]) -> None:
         self.service = service
-        self.server = build_server(InProcessConnection(app, base_url))
+        self.limit = limit
+        self.server = build_server(InProcessConnection(app))
         self._manager: StreamableHTTPSessionManager | None = None
         _document(app)
 
@@ -260,10 +266,12 @@ class HttpEndpoint:
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            await anyio.to_thread.run_sync(self.service.connect_mcp, _bearer(headers))
+            key = await anyio.to_thread.run_sync(self.service.connect_mcp, _bearer(headers))
+            self.limit(key.id)
         except MultimailError as exc:
             response = error_response(exc)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="multimail"'
+            if response.status_code == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="multimail"'
             await response(scope, receive, send)
             return
         if self._manager is None:
