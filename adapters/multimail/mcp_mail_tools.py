@@ -183,8 +183,9 @@ def install_email(t: Tools) -> None:
         return await download(t, ctx, email_id, attachment_id, filename)
 
     async def get_raw_email(ctx: Context, email_id: EmailId) -> CallToolResult:
-        """The email exactly as sent or received (RFC 5322 source), e.g. for
-        verify_message. Returned as untrusted content."""
+        """The email exactly as sent or received (RFC 5322 source), as untrusted content;
+        past 100,000 characters it is cut (to check a message's signatures, give its
+        email_id to verify_message, which reads the whole source)."""
         raw = await t.call(ctx, lambda mm: mm.get_raw_email(email_id))
         return tool_result(
             {
