@@ -768,9 +768,7 @@ def create_app(
 
     @route("GET", "/v1/emails/{email_id}/raw", "messages.read")
     def raw_email(email_id: str, key: AuthKey) -> Response:
-        return Response(
-            render.raw_message(service.get_email(key, email_id)), media_type="message/rfc822"
-        )
+        return Response(service.raw_source(key, email_id), media_type="message/rfc822")
 
     @route("GET", "/v1/emails/{email_id}/attachments/{attachment_id}", "messages.read")
     def attachment(email_id: str, attachment_id: str, key: AuthKey) -> Response:

@@ -668,24 +668,8 @@ class MailFlow(_Base):
         self, box: mailbox.Mailbox, record: MessageRecord, state: outbound.Outbound, now: int
     ) -> bytes:
         """The message as it leaves: composed, identity claim, DKIM (PRODUCT §6, §7)."""
-        c = record.content
-        raw = mime.compose(
-            sender=c.sender,
-            display_name=box.display_name or None,
-            to=c.to,
-            cc=c.cc,
-            subject=state.subject,
-            body_text=state.body_text,
-            body_html=state.body_html,
-            message_id=c.message_id_header,
-            date=now,
-            in_reply_to=c.in_reply_to,
-            references=c.references,
-            extra_headers=(*c.headers, ("X-AI-Generated", "true")),
-            attachments=self.attachment_files(c),
-        )
         return signing.sign_message(
-            raw,
+            self.composed(box, record, state, now),
             mailbox_id=box.id,
             address=str(box.address),
             account_id=box.account_id,
@@ -695,6 +679,28 @@ class MailFlow(_Base):
             issued_at=now // 1000,
             identity_key=self.identity_key(box.id),
             dkim_keys=self.dkim_keys(box.address.domain),
+        )
+
+    def composed(
+        self, box: mailbox.Mailbox, record: MessageRecord, state: outbound.Outbound, date: int
+    ) -> bytes:
+        """An outbound message's RFC 5322 bytes, files included, before signing: what
+        ``signed_raw`` signs, and what the raw route shows of a message not yet sent."""
+        c = record.content
+        return mime.compose(
+            sender=c.sender,
+            display_name=box.display_name or None,
+            to=c.to,
+            cc=c.cc,
+            subject=state.subject,
+            body_text=state.body_text,
+            body_html=state.body_html,
+            message_id=c.message_id_header,
+            date=date,
+            in_reply_to=c.in_reply_to,
+            references=c.references,
+            extra_headers=(*c.headers, ("X-AI-Generated", "true")),
+            attachments=self.attachment_files(c),
         )
 
     def attachment_files(self, content: Content) -> list[mime.AttachmentData]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from multimail import mime
+from multimail import mime, render
 from multimail.errors import (
     AlreadyDecided,
     Conflict,
@@ -869,6 +869,17 @@ class Service(MailFlow, WebhookFlow):
 
     def get_email(self, key: Key, email_id: str) -> MessageRecord:
         return self._message(key, email_id, "messages.read")
+
+    def raw_source(self, key: Key, email_id: str) -> bytes:
+        """The message's bytes as received or sent; an outbound message not yet sent (held,
+        scheduled, queued) as it would be composed now, files included, unsigned."""
+        record = self.get_email(key, email_id)
+        state = record.state
+        if record.raw is None and isinstance(state, outbound.Outbound):
+            box = self.store.get_mailbox(state.mailbox_id)
+            if box is not None:
+                return self.composed(box, record, state, state.created_at)
+        return render.raw_message(record)
 
     def get_attachment(
         self, key: Key, email_id: str, attachment_id: str

@@ -256,6 +256,9 @@ def test_a_held_draft_shows_and_serves_its_files_and_they_leave_after_approval(
     assert listed(draft) == expected(sent_files)
     for meta, (_, _, data) in zip(draft["attachments"], sent_files, strict=True):
         assert download(agent, held["message_id"], meta["attachment_id"]) == data
+    # its source, before signing, already carries the files a reader would find
+    source = agent.get(f"/v1/emails/{held['message_id']}/raw").content
+    assert mime_files(source) == sent_files
     [pending] = [p for p in tenant.admin.pending() if p["pending_id"] == held["pending_id"]]
     assert [(a["filename"], a["size"]) for a in pending["attachments"]] == [
         (n, len(d)) for n, _, d in sent_files
