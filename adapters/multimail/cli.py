@@ -9,7 +9,7 @@ made visible, so an email can't drive the terminal.
 Rule 3: errors are one line on stderr, ``error: <code>: <detail>``, never a traceback, with
 an exit code by kind: 0 ok, 2 usage, 3 not found, 4 auth, 5 server or connection,
 6 conflict, 7 rate limited, 8 invalid request, 1 anything else (``wait`` with no email in
-time, a broken audit chain); Ctrl-C exits 130.
+time, a broken audit chain, an internal error); Ctrl-C exits 130.
 Rule 4: streamed output (``events --follow``) is one line per event, flushed at once; with
 ``--json`` one compact JSON object per line.
 Rule 5: progress bars go to stderr, only when it is a terminal and never with ``--json``;
@@ -49,6 +49,7 @@ from multimail.cli_output import (
     Handler,
     Output,
     UsageError,
+    connect,
     count,
     exit_code,
     safe,
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.run is not None:  # a process of its own (mcp): it makes its own client
             return int(args.run(args))
-        client = Client(api_key=args.api_key, base_url=args.api_url)
+        client = connect(args.api_key, args.api_url)
         with client:
             return int(args.handler(client, args, Output(args.json)))
     except MultimailAPIError as exc:
@@ -160,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return FAILED
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug, or an answer the CLI did not expect: still one line
+        detail = safe(" ".join(str(exc).split()))
+        print(f"error: internal: {type(exc).__name__}: {detail}", file=sys.stderr)
+        return FAILED
 
 
 if __name__ == "__main__":

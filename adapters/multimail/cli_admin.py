@@ -28,11 +28,12 @@ from multimail.cli_output import (
     SERVER,
     Output,
     UsageError,
+    connect,
     safe,
     split_list,
     when,
 )
-from multimail.client import Client, Result
+from multimail.client import Client, NotFound, Result
 
 # --- keys, account, accounts, usage, health ---------------------------------------------
 
@@ -60,7 +61,8 @@ def cmd_keys_list(client: Client, args: argparse.Namespace, out: Output) -> int:
         ("REVOKED", lambda k: k.get("revoked")),
         ("CREATED", lambda k: when(k.get("created_at"))),
     )
-    out.table(client.list_api_keys(), "api_keys", columns, empty="no keys")
+    page = client.list_api_keys(limit=args.limit, cursor=args.cursor)
+    out.table(page, "api_keys", columns, empty="no keys")
     return OK
 
 
@@ -131,9 +133,11 @@ def cmd_domains_list(client: Client, args: argparse.Namespace, out: Output) -> i
 def cmd_dns(client: Client, args: argparse.Namespace, out: Output) -> int:
     wanted = args.domain.lower().rstrip(".")
     found = [d for d in client.list_domains().domains if str(d.domain).lower() == wanted]
-    if not found:
-        raise UsageError(
-            f"{args.domain} is not one of this account's domains (multimail domains list)"
+    if not found:  # what the API would answer for a domain it does not know
+        raise NotFound(
+            None,
+            "not_found",
+            f"{args.domain} is not one of this account's domains (multimail domains list)",
         )
     records = found[0].to_dict().get("dns_records") or []
     if out.as_json:
@@ -217,14 +221,19 @@ def cmd_audit_verify(client: Client, args: argparse.Namespace, out: Output) -> i
     return OK if valid else FAILED
 
 
+EVENTS_PAGE = 100  # events listed when --limit is not given
+
+
 def cmd_events(client: Client, args: argparse.Namespace, out: Output) -> int:
     if args.follow:
+        if args.limit is not None:
+            raise UsageError("--limit applies to the list, not to --follow")
         return _follow_events(client, args, out)
     result = client.list_events(
         after=0 if args.after is None else args.after,
         mailbox_id=args.mailbox,
-        type=args.type,
-        limit=args.limit,
+        type=split_list(args.type),
+        limit=EVENTS_PAGE if args.limit is None else args.limit,
     )
     columns: Sequence[tuple[str, Callable[[Result], object]]] = (
         ("SEQ", lambda e: e.seq),
@@ -441,5 +450,6 @@ def run_mcp(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"error: unavailable: this build has no MCP server ({exc})", file=sys.stderr)
         return SERVER
+    connect(args.api_key, args.api_url).close()  # a URL or key it cannot use: exit 2, now
     code = stdio_main(api_url=args.api_url, api_key=args.api_key, mailbox_id=args.mailbox)
     return code if isinstance(code, int) else OK

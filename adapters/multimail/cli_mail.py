@@ -3,9 +3,9 @@
 Rule 1: a handler only translates: argv → ``Client`` call → output. The server decides
 (oversight verdicts, holds, modes); the handler reports what it answered, and a held
 message is reported as pending with the command that approves it.
-Rule 2: a body comes from ``--body``, ``--body-file`` or piped stdin, never from an
-interactive terminal; an attachment goes to ``-o FILE`` or a redirected stdout, never to
-a terminal.
+Rule 2: a body comes from ``--body``, ``--body-file``, ``--markdown`` or piped stdin, never
+from an interactive terminal unless named (``-``); bytes from an email (an attachment, a raw
+message) go to ``-o FILE`` or a redirected stdout, never to a terminal.
 Rule 3: untrusted text (subjects, senders, bodies, tags) is shown through ``safe``.
 """
 
@@ -24,6 +24,7 @@ from multimail.cli_output import (
     Output,
     UsageError,
     check_new_file,
+    check_not_terminal,
     count,
     read_file,
     safe,
@@ -37,14 +38,24 @@ from multimail.client import attachment as file_entry
 # --- reading a message to send ----------------------------------------------------------
 
 
-def _read_body(args: argparse.Namespace) -> str:
-    if args.body is not None:
-        return str(args.body)
-    if args.body_file not in (None, "-"):
-        return read_file(args.body_file)
-    if args.body_file is None and (sys.stdin is None or sys.stdin.isatty()):
-        raise UsageError("give --body TEXT, --body-file FILE, or pipe the body on stdin")
+def _read_text(path: str | None) -> str:
+    """FILE's text; ``-`` reads stdin; no FILE reads stdin only when it is piped."""
+    if path not in (None, "-"):
+        return read_file(path)
+    if sys.stdin is None or (path is None and sys.stdin.isatty()):
+        raise UsageError(
+            "give --body TEXT, --body-file FILE, --markdown FILE, or pipe the body on stdin"
+        )
     return sys.stdin.read()
+
+
+def _read_body(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(body_text, markdown)``: one of them, from the options or piped stdin."""
+    if args.markdown is not None:
+        return None, _read_text(args.markdown)
+    if args.body is not None:
+        return str(args.body), None
+    return _read_text(args.body_file), None
 
 
 def _read_html(args: argparse.Namespace) -> str | None:
@@ -200,13 +211,14 @@ def cmd_request_upgrade(client: Client, args: argparse.Namespace, out: Output) -
 
 
 def cmd_send(client: Client, args: argparse.Namespace, out: Output) -> int:
-    body = _read_body(args)
+    body, markdown = _read_body(args)
     result = client.send_email(
         args.mailbox_id,
         to=args.to,
         subject=args.subject,
         body_text=body,
         body_html=_read_html(args),
+        markdown=markdown,
         cc=args.cc,
         bcc=args.bcc,
         send_at=args.send_at,
@@ -218,13 +230,14 @@ def cmd_send(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_reply(client: Client, args: argparse.Namespace, out: Output) -> int:
-    body = _read_body(args)
+    body, markdown = _read_body(args)
     result = client.reply_email(
         args.mailbox_id,
         email_id=args.email_id,
         thread_id=args.thread_id,
         body_text=body,
         body_html=_read_html(args),
+        markdown=markdown,
         cc=args.cc,
         bcc=args.bcc,
         attachments=_attachments(args),
@@ -256,6 +269,9 @@ def cmd_inbox(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 def cmd_read(client: Client, args: argparse.Namespace, out: Output) -> int:
     if args.raw:
+        if out.as_json:
+            raise UsageError("--raw prints the message as stored, not JSON: drop one of them")
+        check_not_terminal("a raw message", "redirect stdout, or read it without --raw")
         sys.stdout.buffer.write(client.get_raw_email(args.email_id))
         sys.stdout.flush()
         return OK
@@ -268,9 +284,14 @@ def cmd_read(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def _show_email(email: Result, out: Output) -> None:
-    """Headers, attachments and the text body of one email, for a person."""
+    """Headers, attachments and the text body of one email, for a person: from the email
+    view (``sender``, ``body_text``) or the payload ``wait`` answers with (``from``,
+    ``from_name``, ``text``)."""
+    address = email.get("sender") or email.get("from")
+    name = email.get("from_name")
+    body = email.get("body_text") if "body_text" in email else email.get("text")
     head = [
-        ("From", email.get("sender")),
+        ("From", f"{name} <{address}>" if name and address else address),
         ("To", email.get("to")),
         ("Cc", email.get("cc") or None),
         ("Subject", email.get("subject")),
@@ -287,7 +308,7 @@ def _show_email(email: Result, out: Output) -> None:
             f"({safe(attachment.content_type)}, {attachment.size} bytes)"
         )
     out.line("")
-    out.line(safe(email.get("body_text") or ""))
+    out.line(safe(body or ""))
 
 
 def cmd_wait(client: Client, args: argparse.Namespace, out: Output) -> int:
@@ -345,10 +366,10 @@ def cmd_thread(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_attachment(client: Client, args: argparse.Namespace, out: Output) -> int:
-    if args.output is None and sys.stdout.isatty():
-        raise UsageError("not writing binary data to a terminal: pass -o FILE or redirect stdout")
-    target = None if args.output is None else Path(args.output)
-    if target is not None:
+    target = None if args.output in (None, "-") else Path(args.output)
+    if target is None:
+        check_not_terminal("binary data", "pass -o FILE or redirect stdout")
+    else:
         check_new_file(target, args.force)
     data = client.download_attachment(args.email_id, args.attachment_id)
     if target is None:
@@ -430,6 +451,18 @@ def cmd_pending(client: Client, args: argparse.Namespace, out: Output) -> int:
     return OK
 
 
+def _edits(args: argparse.Namespace) -> dict[str, str] | None:
+    """``approve --edit-subject/--edit-body/--edit-html`` as the API's ``edits``."""
+    edits: dict[str, str] = {}
+    if args.edit_subject is not None:
+        edits["subject"] = args.edit_subject
+    if args.edit_body is not None:
+        edits["body_text"] = read_file(args.edit_body)
+    if args.edit_html is not None:
+        edits["body_html"] = read_file(args.edit_html)
+    return edits or None
+
+
 def decide(action: str) -> Handler:
     def handler(client: Client, args: argparse.Namespace, out: Output) -> int:
         # A held message may be named by its approval (apr_…) or by the message (msg_…).
@@ -439,12 +472,14 @@ def decide(action: str) -> Handler:
             email_id=args.id if by_email else None,
             action=action,
             reason=args.reason,
+            edits=_edits(args) if action == "approve" else None,  # only approve has --edit-*
         )
         if out.as_json:
             out.json(result.to_dict())
         else:
+            edited = " with edits" if result.get("edited") else ""
             out.line(
-                f"{safe(result.status)} {safe(result.pending_id)}: message "
+                f"{safe(result.status)} {safe(result.pending_id)}{edited}: message "
                 f"{safe(result.message_id)} is now {safe(result.get('message_status'))}"
             )
         return OK
@@ -465,9 +500,12 @@ REPUTATION_COLUMNS: Sequence[tuple[str, Callable[[Result], object]]] = (
 
 
 def cmd_reputation(client: Client, args: argparse.Namespace, out: Output) -> int:
+    ordering = {k: v for k, v in (("sort", args.sort), ("order", args.order)) if v is not None}
     if args.mailbox_id:
+        if ordering:
+            raise UsageError("--sort and --order order the list of all mailboxes: not with one")
         out.record(client.get_reputation(args.mailbox_id))
     else:
-        result = client.list_reputation(sort=args.sort, order=args.order)
+        result = client.list_reputation(**ordering)
         out.table(result, "mailboxes", REPUTATION_COLUMNS, empty="no mailboxes")
     return OK

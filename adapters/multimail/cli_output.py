@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from multimail.client import (
     APIConnectionError,
@@ -105,10 +105,11 @@ class Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
 
-    def json(self, data: Any) -> None:
+    def json(self, data: Any, file: TextIO | None = None) -> None:
+        """``data`` pretty-printed, on stdout (or ``file``)."""
         text = json.dumps(data, indent=2, ensure_ascii=False)
         # json escapes C0 controls; escape C1 too so --json output is terminal-safe.
-        print(re.sub(r"[\x80-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text))
+        print(re.sub(r"[\x80-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text), file=file)
 
     def line(self, text: str) -> None:
         print(text)
@@ -233,20 +234,44 @@ def read_file(path: str) -> str:
         raise UsageError(f"cannot read {path}: {reason}") from exc
 
 
-def check_new_file(path: Path, force: bool) -> None:
-    """Refuse to replace a file that has content, unless ``--force``."""
-    if path.is_dir():
-        raise UsageError(f"{path} is a directory")
-    if path.exists() and path.stat().st_size > 0 and not force:
-        raise UsageError(f"{path} exists: pass --force to overwrite it")
+def check_new_file(path: Path, force: bool, *, regular: bool = False) -> None:
+    """Refuse to replace a file that has content, unless ``--force``; with ``regular``, also
+    refuse anything but a regular file (a pipe, a terminal, a symlink to one), even then."""
+    try:
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory")
+        if regular and path.exists() and not path.is_file():
+            raise UsageError(f"{path} is not a regular file")
+        if path.exists() and path.stat().st_size > 0 and not force:
+            raise UsageError(f"{path} exists: pass --force to overwrite it")
+    except OSError as exc:  # a name too long for the file system, a directory we may not read
+        raise UsageError(f"cannot use {path}: {exc.strerror}") from None
 
 
 def check_new_dir(path: Path, force: bool) -> None:
     """Refuse to write into a directory that has content, unless ``--force``."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{path} is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise UsageError(f"{path} is not empty: pass --force to write into it")
+    try:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{path} is not a directory")
+        if path.is_dir() and any(path.iterdir()) and not force:
+            raise UsageError(f"{path} is not empty: pass --force to write into it")
+    except OSError as exc:
+        raise UsageError(f"cannot use {path}: {exc.strerror}") from None
+
+
+def check_not_terminal(what: str, instead: str) -> None:
+    """Refuse to write ``what`` (bytes from an email, which could drive the terminal) to a
+    stdout that is a terminal."""
+    if sys.stdout.isatty():
+        raise UsageError(f"not writing {what} to a terminal: {instead}")
+
+
+def connect(api_key: str | None, api_url: str | None) -> Client:
+    """The client for the global options; a URL or key it cannot use is a ``UsageError``."""
+    try:
+        return Client(api_key=api_key, base_url=api_url)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from multimail.cli_admin import (
+    EVENTS_PAGE,
     cmd_account_get,
     cmd_account_update,
     cmd_accounts_create,
@@ -75,15 +76,17 @@ MODES = "read_only, gated_all, gated_send, monitored or autonomous"
 _GLOBAL_WITH_VALUE = ("--api-url", "--api-key")
 
 
-def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
-    """--json/--api-url/--api-key, accepted before or after the subcommand."""
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool, json: bool = True) -> None:
+    """--json/--api-url/--api-key, accepted before or after the subcommand (``json=False``:
+    a process that prints no results of its own, like ``mcp``, takes no --json)."""
 
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument(
-        "--json", action="store_true", default=default(False), help="print the API's JSON"
-    )
+    if json:
+        parser.add_argument(
+            "--json", action="store_true", default=default(False), help="print the API's JSON"
+        )
     parser.add_argument(
         "--api-url",
         metavar="URL",
@@ -103,6 +106,12 @@ def _body_options(parser: argparse.ArgumentParser) -> None:
     body.add_argument("--body", metavar="TEXT", help="plain-text body")
     body.add_argument(
         "--body-file", metavar="FILE", help="read the plain-text body from FILE ('-' = stdin)"
+    )
+    body.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="read a Markdown body from FILE ('-' = stdin); the server makes the text and "
+        "HTML parts from it",
     )
     parser.add_argument("--html", metavar="FILE", help="HTML alternative read from FILE")
     parser.add_argument(
@@ -166,7 +175,7 @@ def _command(
         formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter,
     )
     if handler is not None or run is not None:
-        _global_options(sub, suppress=True)
+        _global_options(sub, suppress=True, json=run is None)
         sub.set_defaults(handler=handler, run=run)
     return sub
 
@@ -264,7 +273,11 @@ def _add_mail(commands: Any) -> None:
 
     p = _command(commands, "read", "show one email (marks it read)", cmd_read)
     _email_arg(p)
-    p.add_argument("--raw", action="store_true", help="print the RFC 5322 message as stored")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="print the RFC 5322 message as stored (to a redirected stdout, not a terminal)",
+    )
 
     p = _command(commands, "thread", "list the emails of one thread, oldest first", cmd_thread)
     _mailbox_arg(p)
@@ -278,7 +291,9 @@ def _add_mail(commands: Any) -> None:
     )
     _email_arg(p)
     p.add_argument("attachment_id", metavar="ATTACHMENT_ID", help="from `multimail read`")
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE instead of stdout ('-' = stdout)"
+    )
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
     p = _command(commands, "reply", "reply to an email or a thread", cmd_reply)
@@ -312,10 +327,23 @@ def _add_mail(commands: Any) -> None:
     )
     _mailbox_arg(p)
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--out", metavar="DIR", help="write DIR/<email_id>.eml and DIR/index.jsonl")
-    where.add_argument("--mbox", metavar="FILE", help="write one mbox file (mboxrd quoting)")
+    where.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write DIR/<email_id>.eml, then DIR/index.jsonl last: a DIR without index.jsonl "
+        "holds an interrupted export",
+    )
+    where.add_argument(
+        "--mbox",
+        metavar="FILE",
+        help="write one mbox file (mboxrd quoting), complete or not at all; '-' writes it to "
+        "stdout (the summary then goes to stderr)",
+    )
     p.add_argument(
-        "--force", action="store_true", help="write into a non-empty DIR or over an existing FILE"
+        "--force",
+        action="store_true",
+        help="replace an existing FILE, or a previous export in DIR (its <email_id>.eml files "
+        "and index.jsonl; a DIR holding other files is refused)",
     )
 
 
@@ -326,6 +354,12 @@ def _add_oversight(commands: Any) -> None:
         p = _command(commands, action, f"{verb} a held message", decide(action))
         p.add_argument("id", metavar="PENDING_ID", help="apr_… (or the message's msg_… id)")
         p.add_argument("--reason", help="recorded in the audit log")
+        if action == "approve":
+            p.add_argument("--edit-subject", metavar="TEXT", help="send it with this subject")
+            p.add_argument(
+                "--edit-body", metavar="FILE", help="send it with the plain-text body in FILE"
+            )
+            p.add_argument("--edit-html", metavar="FILE", help="send it with the HTML body in FILE")
 
     p = _command(
         commands, "reputation", "reputation of one mailbox, or all of them", cmd_reputation
@@ -334,10 +368,11 @@ def _add_oversight(commands: Any) -> None:
     p.add_argument(
         "--sort",
         choices=("reputation_score", "bounce_rate", "complaint_rate", "delivery_rate"),
-        default="reputation_score",
-        help="(default reputation_score)",
+        help="order the list of all mailboxes by this (default reputation_score)",
     )
-    p.add_argument("--order", choices=("asc", "desc"), help="(default: worst first)")
+    p.add_argument(
+        "--order", choices=("asc", "desc"), help="of the list of all (default: worst first)"
+    )
 
     p = _command(
         commands,
@@ -379,7 +414,8 @@ def _add_account(commands: Any) -> None:
         help="restrict to a mailbox (repeatable)",
     )
     _idempotency(p)
-    _command(actions, "list", "list API keys", cmd_keys_list)
+    p = _command(actions, "list", "list API keys", cmd_keys_list)
+    _paging(p, 100)
     p = _command(actions, "revoke", "revoke an API key", cmd_keys_revoke)
     p.add_argument("key_id", metavar="KEY_ID", help="the key's id (from keys list)")
 
@@ -480,7 +516,9 @@ def _add_domains_and_audit(commands: Any) -> None:
     p.add_argument("--mailbox", metavar="MAILBOX_ID", help="one mailbox only")
     p.add_argument("--type", metavar="T,T", help="event types, comma-separated")
     p.add_argument(
-        "--limit", type=int, default=100, help="at most this many (default 100; not with --follow)"
+        "--limit",
+        type=int,
+        help=f"at most this many (default {EVENTS_PAGE}; not with --follow)",
     )
 
 

@@ -406,6 +406,17 @@ def _base_url(explicit: str | None) -> str:
     return (explicit or os.environ.get("MULTIMAIL_API_URL") or DEFAULT_BASE_URL).rstrip("/")
 
 
+def _check_settings(api_key: str | None, base_url: str) -> None:
+    """Raise ``ValueError`` for a base URL that does not parse or a key an HTTP header cannot
+    carry (printable ASCII), before anything is sent; the key itself is never quoted."""
+    try:
+        httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"invalid base URL {base_url!r}: {exc}") from None
+    if api_key is not None and not (api_key.isascii() and api_key.isprintable()):
+        raise ValueError("invalid API key: it may hold printable ASCII characters only")
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     if api_key:
@@ -1062,7 +1073,10 @@ def _attachment_request(email_id: str, attachment_id: str) -> _Request:
 
 
 class Client(_Operations[Result]):
-    """Synchronous client. ``with Client() as mm: mm.check_inbox(mailbox_id=...)``."""
+    """Synchronous client. ``with Client() as mm: mm.check_inbox(mailbox_id=...)``.
+
+    A base URL that does not parse, or a key that is not printable ASCII, raises
+    ``ValueError`` here."""
 
     def __init__(
         self,
@@ -1074,6 +1088,7 @@ class Client(_Operations[Result]):
     ) -> None:
         self.api_key = _api_key(api_key)
         self.base_url = _base_url(base_url)
+        _check_settings(self.api_key, self.base_url)
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=_headers(self.api_key),
@@ -1173,7 +1188,8 @@ class Client(_Operations[Result]):
 class AsyncClient(_Operations[Awaitable[Result]]):
     """Asynchronous client: the same methods as ``Client``, awaited.
 
-    ``async with AsyncClient() as mm: await mm.check_inbox(mailbox_id=...)``.
+    ``async with AsyncClient() as mm: await mm.check_inbox(mailbox_id=...)``. Settings
+    are checked as ``Client`` checks them.
     """
 
     def __init__(
@@ -1186,6 +1202,7 @@ class AsyncClient(_Operations[Awaitable[Result]]):
     ) -> None:
         self.api_key = _api_key(api_key)
         self.base_url = _base_url(base_url)
+        _check_settings(self.api_key, self.base_url)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers=_headers(self.api_key),

@@ -4,7 +4,8 @@
 ``python -m multimail.cli ...`` with ``MULTIMAIL_API_URL``/``MULTIMAIL_API_KEY`` pointing at
 it. Mailbox names are unique per process, so tests share the server without seeing each
 other's mail. ``run_on_tty`` gives the command a pseudo-terminal for stdout or stderr, to
-see what a person at a terminal would.
+see what a person at a terminal would. ``fake_api`` stands in for a server that answers
+what the real one would not (a failure halfway, a reply the CLI does not expect).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from multimail.embedded import Embedded, run_embedded
@@ -145,3 +147,33 @@ def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.1)
+
+
+@contextmanager
+def fake_api(routes: Mapping[str, tuple[int, Any]]) -> Iterator[str]:
+    """A stand-in server on 127.0.0.1; yields its URL. A GET of a path in ``routes`` (the
+    query ignored) answers ``(status, body)``: bytes as a message, anything else as JSON;
+    any other request answers 404."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = routes.get(self.path.split("?")[0], (404, {"code": "not_found"}))
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            kind = "message/rfc822" if isinstance(body, bytes) else "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: object) -> None:  # keep test output quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -81,6 +81,8 @@ def test_not_found_exits_3(cli: Env) -> None:
     line = cli.fails(3, "mailboxes", "get", "mbx_01AAAAAAAAAAAAAAAAAAAAAAAA")
     assert line.startswith("error: not_found: ")
     cli.fails(3, "read", "msg_01AAAAAAAAAAAAAAAAAAAAAAAA")
+    line = cli.fails(3, "dns", "unknown.example")
+    assert line.startswith("error: not_found: unknown.example is not one of")
 
 
 def test_authentication_and_permission_failures_exit_4(cli: Env) -> None:
@@ -105,6 +107,19 @@ def test_an_unreachable_server_exits_5_naming_the_url(cli: Env) -> None:
     line = cli.fails(5, "mailboxes", "list", url="http://127.0.0.1:9")
     assert line.startswith("error: connection_error: ")
     assert "http://127.0.0.1:9" in line
+
+
+def test_unusable_settings_and_file_names_are_usage_errors(cli: Env, tmp_path: Path) -> None:
+    line = cli.fails(2, "--api-url", "http://[::1", "health")
+    assert line.startswith("error: usage: invalid base URL 'http://[::1': ")
+    line = cli.fails(2, "account", "get", "--api-key", "é")
+    assert line == "error: usage: invalid API key: it may hold printable ASCII characters only"
+    cli.fails(2, "mcp", "--api-key", "é")
+    long = str(tmp_path / ("x" * 300))  # longer than a file name may be
+    mbx, msg, att = (f"{kind}_01AAAAAAAAAAAAAAAAAAAAAAAA" for kind in ("mbx", "msg", "att"))
+    for args in (["--mbox", long], ["--out", long]):
+        assert cli.fails(2, "export", mbx, *args).endswith(": File name too long")
+    assert cli.fails(2, "attachment", msg, att, "-o", long).endswith(": File name too long")
 
 
 def test_errors_with_json_also_print_the_problem_document(cli: Env) -> None:
@@ -294,6 +309,11 @@ def test_keys_create_list_revoke(cli: Env) -> None:
     assert [m["mailbox_id"] for m in mine] == [box["mailbox_id"]]
 
     assert created["id"] in [k["id"] for k in cli.json("keys", "list")["api_keys"]]
+    first = cli.json("keys", "list", "--limit", "1")
+    assert len(first["api_keys"]) == 1
+    rest = cli.json("keys", "list", "--cursor", first["next_cursor"])["api_keys"]
+    assert rest
+    assert first["api_keys"][0]["id"] not in [k["id"] for k in rest]
     assert created["id"] in cli.ok("keys", "list")
     assert cli.json("keys", "revoke", created["id"])["revoked"] is True
     cli.fails(4, "mailboxes", "list", key=created["api_key"])
@@ -329,6 +349,8 @@ def test_account_domains_audit_events_reputation(cli: Env) -> None:
     every = cli.json("reputation", "--sort", "bounce_rate")["mailboxes"]
     assert box["mailbox_id"] in [r["mailbox_id"] for r in every]
     assert box["mailbox_id"] in cli.ok("reputation")
+    line = cli.fails(2, "reputation", box["mailbox_id"], "--sort", "bounce_rate")
+    assert "--sort and --order" in line
 
 
 def test_global_flags_work_before_or_after_the_command(cli: Env) -> None:

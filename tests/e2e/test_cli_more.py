@@ -13,6 +13,7 @@ import argparse
 import ast
 import json
 import mailbox
+import os
 import re
 import smtplib
 import threading
@@ -27,7 +28,7 @@ import pytest
 from multimail import cli_bulk
 from multimail.cli import _GLOBAL_WITH_VALUE, build_parser, mbox_entry
 from multimail.client import RateLimited
-from tests.e2e.cli_env import Env, embedded_cli, unique, wait_for
+from tests.e2e.cli_env import Env, embedded_cli, fake_api, unique, wait_for
 
 HERE = Path(__file__).parent
 RUNNERS = {"run", "ok", "json", "fails", "raw", "run_on_tty"}
@@ -113,6 +114,7 @@ def test_every_command_explains_what_it_does_and_each_argument() -> None:
 
 def test_process_commands_answer_help(cli: Env) -> None:
     assert "MULTIMAIL_MAILBOX_ID" in cli.ok("mcp", "--help")
+    assert "--json" not in cli.ok("mcp", "--help")  # it prints no results of its own
     assert "--http" in cli.ok("serve", "--help")
     assert "Exit codes: 0 every row created" in cli.ok("mailboxes", "import", "--help")
 
@@ -277,6 +279,18 @@ def test_thread_attachment_and_tags(cli: Env, tmp_path: Path) -> None:
     wrote = cli.json("attachment", eid, attached["attachment_id"], "-o", str(target), "--force")
     assert wrote["size"] == len(PAYLOAD)
     cli.fails(3, "attachment", eid, "att_01AAAAAAAAAAAAAAAAAAAAAAAA", "-o", str(tmp_path / "x"))
+    assert cli.raw("attachment", eid, attached["attachment_id"], "-o", "-") == PAYLOAD
+    code, _, terminal = cli.run_on_tty(
+        "attachment", eid, attached["attachment_id"], "-o", "-", tty="stdout"
+    )
+    assert (code, terminal) == (2, "")
+
+    # read --raw: the message's bytes (ESC, C1 and all) to a pipe, never to a terminal.
+    assert cli.raw("read", eid, "--raw") == cli.mm.client.get_raw_email(eid)
+    code, stderr, terminal = cli.run_on_tty("read", eid, "--raw", tty="stdout")
+    assert (code, terminal) == (2, "")
+    assert stderr.startswith("error: usage: not writing a raw message to a terminal")
+    cli.fails(2, "read", eid, "--raw", "--json")
 
     # tags: set replaces, get shows, delete removes.
     assert cli.json("tags", "set", eid, "priority=high", "team=ops")["tags"] == {
@@ -307,6 +321,79 @@ def test_wait_for_an_email_or_time_out(cli: Env) -> None:
     )
     assert waited["email"]["subject"] == "Wake up"
     assert cli.run("wait", box["mailbox_id"], "--timeout", "999").returncode == 2
+
+    # For a person: the sender with its display name, and the body.
+    _deliver_with_attachment(cli, box["address"], "From outside")
+    shown = cli.ok("wait", box["mailbox_id"], "--timeout", "15", "--after", waited["cursor"])
+    assert "From:    Outside Sender <sender@outside.example>\n" in shown
+    assert "Subject: From outside\n" in shown
+    assert shown.endswith("\nReport attached.\n\n")
+
+
+def test_approve_with_edits(cli: Env, tmp_path: Path) -> None:
+    box = cli.mailbox("gated_send")
+    held = cli.mm.client.send_email(
+        box["mailbox_id"], to=f"{unique('out')}@example.com", subject="Draft", body_text="draft"
+    )
+    body, html = tmp_path / "body.txt", tmp_path / "body.html"
+    body.write_text("Final words.\n", encoding="utf-8")
+    html.write_text("<p>Final words.</p>", encoding="utf-8")
+    out = cli.ok(
+        "approve", held.pending_id, "--edit-subject", "Final", "--edit-body", str(body),
+        "--edit-html", str(html), key=cli.reviewer_key,
+    )  # fmt: skip
+    assert out.startswith(f"approved {held.pending_id} with edits: message {held.message_id}")
+    sent = cli.mm.client.read_email(held.message_id)
+    assert (sent.subject, sent.body_text, sent.body_html) == (
+        "Final",
+        "Final words.\n",
+        "<p>Final words.</p>",
+    )
+    assert "--edit-body" not in cli.ok("reject", "--help")
+
+
+def test_send_and_reply_in_markdown(cli: Env, tmp_path: Path) -> None:
+    sender, target = cli.mailbox("autonomous"), cli.mailbox("monitored")
+    note = tmp_path / "note.md"
+    note.write_text("# Plan\n\nShip **today**.\n", encoding="utf-8")
+    sent = cli.json(
+        "send", sender["mailbox_id"], "--to", target["address"], "--subject", "Plan",
+        "--markdown", str(note),
+    )  # fmt: skip
+    assert "<strong>today</strong>" in cli.mm.client.read_email(sent["email_id"]).body_html
+    replied = cli.json(
+        "reply", sender["mailbox_id"], "--email-id", sent["email_id"], "--markdown", "-",
+        input="*Shipped.*\n",
+    )  # fmt: skip
+    assert "<em>Shipped.</em>" in cli.mm.client.read_email(replied["email_id"]).body_html
+    done = cli.run(
+        "send", sender["mailbox_id"], "--to", target["address"], "--subject", "x",
+        "--markdown", str(note), "--body", "x",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "not allowed with argument --markdown" in done.stderr
+
+
+def test_events_types_may_have_spaces_and_follow_takes_no_limit(cli: Env) -> None:
+    mid = cli.mailbox("monitored")["mailbox_id"]
+    cli.mm.client.delete_mailbox(mid)
+    listed = cli.json(
+        "events", "--mailbox", mid, "--type", "mailbox.created, mailbox.decommissioned"
+    )
+    assert [e["type"] for e in listed["events"]] == ["mailbox.created", "mailbox.decommissioned"]
+    line = cli.fails(2, "events", "--follow", "--limit", "5")
+    assert line == "error: usage: --limit applies to the list, not to --follow"
+
+
+def test_an_answer_the_cli_does_not_expect_is_one_line_exit_1(cli: Env) -> None:
+    odd = {
+        "mailbox_id": "mbx_01AAAAAAAAAAAAAAAAAAAAAAAA", "address": "a@b.test",
+        "reputation_score": 50, "delivery_rate": "high", "bounce_rate": 0,
+        "complaint_rate": 0, "messages_sent_30d": 0,
+    }  # fmt: skip
+    with fake_api({"/v1/reputation": (200, {"mailboxes": [odd]})}) as url:
+        line = cli.fails(1, "reputation", url=url)
+    assert line.startswith("error: internal: ValueError: "), line
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -451,6 +538,10 @@ def test_import_checks_the_whole_file_before_creating_anything(cli: Env, tmp_pat
         "unknown.csv": (f"name,colour\n{first},blue\n", "line 1: unknown column 'colour'"),
         "noname.csv": (f"name,mode\n{first},monitored\n,monitored\n", "line 3: no name"),
         "repeat.csv": (f"name\n{first}\n{first}\n", "line 3: repeats line 2"),
+        "samebox.csv": (
+            f"name,mode\n{first},monitored\n{first.upper()},gated_all\n",
+            "line 3: repeats line 2: the same mailbox",
+        ),
         "extra.csv": (f"name\n{first},x\n", "line 2: more cells"),
         "bad.jsonl": (f'{{"name": "{first}"}}\n{{"name": \n', "line 2: not JSON"),
         "list.jsonl": (f'{{"name": "{first}"}}\n["x"]\n', "line 2: expected a JSON object"),
@@ -465,6 +556,31 @@ def test_import_checks_the_whole_file_before_creating_anything(cli: Env, tmp_pat
         assert message in line, (name, line)
     cli.fails(2, "mailboxes", "import", str(tmp_path / "missing.csv"))
     assert first not in _addresses(cli)
+
+
+def test_import_jsonl_lines_end_at_line_feeds_only(cli: Env, tmp_path: Path) -> None:
+    odd, plain = unique("sep-a"), unique("sep-b")
+    rows = [{"name": odd, "display_name": "A\u2028B\u0085C"}, {"name": plain}]
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows).encode())
+    done = cli.run("mailboxes", "import", str(path), "--json")
+    assert done.returncode != 2, done.stderr  # was "line 1: not JSON"
+    report = json.loads(done.stdout)
+    assert [(r["line"], r["row"]["name"]) for r in report] == [(1, odd), (2, plain)]
+    assert report[0]["row"]["display_name"] == "A\u2028B\u0085C"
+
+
+def test_import_rerun_says_when_a_mailbox_is_no_longer_active(cli: Env, tmp_path: Path) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"name": unique("gone")}) + "\n", encoding="utf-8")
+    [first] = cli.json("mailboxes", "import", str(path))
+    assert (first["status"], first["mailbox"]["status"]) == ("created", "active")
+    cli.mm.client.delete_mailbox(first["mailbox"]["mailbox_id"])
+    out = cli.ok("mailboxes", "import", str(path))  # the replay is no failure of the import
+    assert "exists (decommissioned)" in out
+    assert "created 0 of 1 mailboxes; 1 not active" in out
+    [again] = cli.json("mailboxes", "import", str(path))
+    assert (again["status"], again["mailbox"]["status"]) == ("exists", "decommissioned")
 
 
 def test_bulk_calls_wait_out_rate_limiting_then_give_up(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -538,9 +654,17 @@ def test_export_to_a_directory(cli: Env, filled: dict[str, Any], tmp_path: Path)
         [*(f"{e['email_id']}.eml" for e in index), "index.jsonl"]
     )
 
+    written = sorted(p.name for p in out.iterdir())
     line = cli.fails(2, "export", mid, "--out", str(out))
     assert "pass --force" in line
+    # --force replaces an earlier export (a stale email of it too), and nothing else.
+    (out / "msg_01STALESTALESTALESTALESTA.eml").write_bytes(b"gone since")
+    (out / "index.jsonl.part").write_text("", encoding="utf-8")
     assert cli.ok("export", mid, "--out", str(out), "--force").startswith("exported 3 emails")
+    assert sorted(p.name for p in out.iterdir()) == written
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    assert "notes.txt" in cli.fails(2, "export", mid, "--out", str(out), "--force")
+    assert sorted(p.name for p in out.iterdir()) == sorted([*written, "notes.txt"])
     cli.fails(3, "export", "mbx_01AAAAAAAAAAAAAAAAAAAAAAAA", "--out", str(tmp_path / "none"))
     assert not (tmp_path / "none").exists()
     assert cli.run("export", mid).returncode == 2  # --out or --mbox
@@ -560,6 +684,64 @@ def test_export_to_mbox(cli: Env, filled: dict[str, Any], tmp_path: Path) -> Non
     cli.fails(2, "export", mid, "--mbox", str(path))
     assert cli.json("export", mid, "--mbox", str(path), "--force")["exported"] == 3
     assert not path.with_name("box.mbox.part").exists()
+
+    # '-' is stdout, the summary then on stderr; never a terminal.
+    assert cli.raw("export", mid, "--mbox", "-") == data
+    done = cli.run("export", mid, "--mbox", "-", "--json")
+    assert done.stdout.startswith("From ")
+    assert json.loads(done.stderr)["path"] == "-"
+    code, _, terminal = cli.run_on_tty("export", mid, "--mbox", "-", tty="stdout")
+    assert (code, terminal) == (2, "")
+
+    # Not a regular file (a pipe, a symlink to one, a directory): refused even with --force.
+    fifo, to_fifo = tmp_path / "fifo", tmp_path / "to-fifo"
+    os.mkfifo(fifo)
+    to_fifo.symlink_to(fifo)
+    for target in (fifo, to_fifo, tmp_path):
+        cli.fails(2, "export", mid, "--mbox", str(target), "--force")
+    assert fifo.is_fifo()
+    assert to_fifo.is_symlink()
+    # A symlink to a file: the file is replaced, the link stays.
+    real, alias = tmp_path / "real.mbox", tmp_path / "alias.mbox"
+    real.write_bytes(b"old")
+    alias.symlink_to(real)
+    cli.ok("export", mid, "--mbox", str(alias), "--force")
+    assert alias.is_symlink()
+    assert real.read_bytes() == data
+
+    # The mbox is written through a temporary file of its own: FILE.part is someone else's.
+    path.with_name("box.mbox.part").write_text("mine", encoding="utf-8")
+    (tmp_path / "new.mbox.part").mkdir()
+    cli.ok("export", mid, "--mbox", str(path), "--force")
+    cli.ok("export", mid, "--mbox", str(tmp_path / "new.mbox"))
+    assert path.with_name("box.mbox.part").read_text(encoding="utf-8") == "mine"
+    assert (tmp_path / "new.mbox.part").is_dir()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_interrupted_export_leaves_no_index_and_no_mbox(cli: Env, tmp_path: Path) -> None:
+    mid = "mbx_01AAAAAAAAAAAAAAAAAAAAAAAA"
+    first, second = "msg_01AAAAAAAAAAAAAAAAAAAAAAA1", "msg_01AAAAAAAAAAAAAAAAAAAAAAA2"
+    listing = {
+        "emails": [
+            {"email_id": first, "received_at": "2026-01-01T00:00:00Z"},
+            {"email_id": second, "received_at": "2026-01-02T00:00:00Z"},
+        ],
+        "next_cursor": None,
+    }
+    routes = {
+        f"/v1/mailboxes/{mid}/emails": (200, listing),
+        f"/v1/emails/{first}/raw": (200, b"Subject: one\r\n\r\nOne.\r\n"),
+        f"/v1/emails/{second}/raw": (500, {"code": "internal_error", "detail": "lost"}),
+    }
+    out = tmp_path / "export"
+    with fake_api(routes) as url:
+        cli.fails(5, "export", mid, "--out", str(out), url=url)
+        cli.fails(5, "export", mid, "--mbox", str(tmp_path / "box.mbox"), url=url)
+    # No index.jsonl: an unfinished export (which --force may replace).
+    assert sorted(p.name for p in out.iterdir()) == ["index.jsonl.part", f"{first}.eml"]
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no mbox, no temporary file
+    assert "interrupted export" in cli.ok("export", "--help")
 
 
 def test_export_progress_bar_only_on_a_terminal_and_never_with_json(
