@@ -43,7 +43,7 @@ from mcp_types import CallToolResult, EmbeddedResource, TextContent, Tool
 from multimail.client import AuthenticationError, Client
 from multimail.embedded import Embedded, run_embedded
 from multimail.mcp_server import MAILBOX_HEADER
-from multimail.untrusted import UNTRUSTED_WARNING
+from multimail.untrusted import UNTRUSTED_WARNING, without_untrusted
 
 T = TypeVar("T")
 
@@ -945,14 +945,6 @@ FILENAME = f"{INJECTION}.pdf"
 BOUNDARY_LINE = re.compile(r"^<<<([0-9a-f]{16,})$")
 
 
-def _outside_untrusted(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_outside_untrusted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _outside_untrusted(v) for k, v in value.items() if k != "untrusted"}
-    return value
-
-
 def assert_fenced(result: CallToolResult, expected: Iterable[str]) -> None:
     """The injection is in the fence and only there; the warning is said once."""
     assert not result.is_error, texts(result)
@@ -960,7 +952,7 @@ def assert_fenced(result: CallToolResult, expected: Iterable[str]) -> None:
     assert isinstance(structured, dict)
     trusted, fenced = texts(result)[:2]
     assert INJECTION not in trusted, trusted
-    assert INJECTION not in json.dumps(_outside_untrusted(structured), ensure_ascii=False)
+    assert INJECTION not in json.dumps(without_untrusted(structured), ensure_ascii=False)
     for value in expected:
         assert value in json.dumps(structured, ensure_ascii=False), value  # moved, not lost
 
@@ -1090,15 +1082,7 @@ def _trusted_views(result: CallToolResult) -> str:
     """What reaches the model as metadata: the first text block, and the structured result
     without its untrusted objects."""
     assert not result.is_error, texts(result)
-
-    def strip(value: Any) -> Any:
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "untrusted"}
-        return value
-
-    structured = json.dumps(strip(result.structured_content), ensure_ascii=False)
+    structured = json.dumps(without_untrusted(result.structured_content), ensure_ascii=False)
     return (texts(result)[0] + structured).lower()
 
 
