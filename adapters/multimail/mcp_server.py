@@ -188,7 +188,7 @@ OPENAPI_PATH: dict[str, Any] = {
         "summary": "MCP (Streamable HTTP)",
         "description": (
             "The Model Context Protocol over Streamable HTTP, stateless: one JSON-RPC "
-            "message per POST, answered as JSON or a text/event-stream. Every API operation "
+            "message per POST, answered with JSON. Every API operation "
             "an agent needs is a tool (tools/list; spec/mcp.toml), run with this request's "
             "bearer key exactly as the HTTP route would be. X-Multimail-Mailbox-Id sets the "
             "default mailbox."
@@ -208,7 +208,6 @@ OPENAPI_PATH: dict[str, Any] = {
                 "description": "The JSON-RPC response",
                 "content": {
                     "application/json": {"schema": {"type": "object"}},
-                    "text/event-stream": {"schema": {"type": "string"}},
                 },
             },
             "401": {
