@@ -214,6 +214,10 @@ OPENAPI_PATH: dict[str, Any] = {
                 "description": "No valid bearer key",
                 "content": {"application/problem+json": {"schema": {"type": "object"}}},
             },
+            "429": {
+                "description": "The key's rate limit is spent (Retry-After)",
+                "content": {"application/problem+json": {"schema": {"type": "object"}}},
+            },
         },
     }
 }  # fmt: skip
