@@ -17,6 +17,7 @@ the rest of the suite: well under a minute).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -317,6 +318,9 @@ facts = st.builds(
     at=st.integers(0, 3),  # ties are frequent: their order (insertion) must agree
 )
 
+#: Attachment bytes (content-addressed): the empty file, two short ones, every byte value.
+BLOBS = [b"", b"a", b"%PDF-1.4 x", bytes(range(256)) * 8]
+
 WRITES: st.SearchStrategy[Op] = st.one_of(
     _op("insert_account", accounts),
     _op("update_account", accounts),
@@ -339,6 +343,7 @@ WRITES: st.SearchStrategy[Op] = st.one_of(
     _op("insert_contact", contacts),
     st.builds(lambda a, c: Op("delete_contact", (a, c)), account_ids, st.sampled_from(CONTACT_IDS)),
     _op("add_fact", facts),
+    _op("put_blob", st.sampled_from(BLOBS)),
 )
 
 
@@ -463,6 +468,7 @@ def snapshot(store: Store) -> dict[str, Any]:
     view["approvals"] = [store.get_approval(a) for a in APPROVAL_IDS]
     view["due"] = [store.due_outbound(now, 100) for now in NOWS]
     view["idempotent"] = [store.get_idempotent(k, i) for k in KEY_IDS[:2] for i in IDEMPOTENCY_KEYS]
+    view["blobs"] = [store.get_blob(hashlib.sha256(b).hexdigest()) for b in BLOBS]
     for box in MAILBOX_IDS:
         view[f"facts {box}"] = store.facts(box, 0)
         view[f"threads {box}"] = [store.thread_messages(box, t) for t in THREAD_IDS]
