@@ -112,6 +112,34 @@ class LinkReview:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def compose_outbound(
+    content: Content,
+    display_name: str | None,
+    date: int,
+    files: Sequence[mime.AttachmentData],
+) -> bytes:
+    """``content`` as an outbound message leaves (before signing): the one composition both
+    the send-time check and the delivery use, so what was accepted is what can be built.
+
+    :raises ValueError: when it cannot be put on the wire (see ``mime.compose``).
+    """
+    return mime.compose(
+        sender=content.sender,
+        display_name=display_name or None,
+        to=content.to,
+        cc=content.cc,
+        subject=content.subject,
+        body_text=content.body_text,
+        body_html=content.body_html,
+        message_id=content.message_id_header,
+        date=date,
+        in_reply_to=content.in_reply_to,
+        references=content.references,
+        extra_headers=(*content.headers, ("X-AI-Generated", "true")),
+        attachments=files,
+    )
+
+
 class MailFlow(_Base):
     _rcpt_cache: dict[str, tuple[float, tuple[int, str, str | None]]]
     _rcpt_generation: int
@@ -686,22 +714,13 @@ class MailFlow(_Base):
     ) -> bytes:
         """An outbound message's RFC 5322 bytes, files included, before signing: what
         ``signed_raw`` signs, and what the raw route shows of a message not yet sent."""
-        c = record.content
-        return mime.compose(
-            sender=c.sender,
-            display_name=box.display_name or None,
-            to=c.to,
-            cc=c.cc,
+        text = replace(
+            record.content,
             subject=state.subject,
             body_text=state.body_text,
             body_html=state.body_html,
-            message_id=c.message_id_header,
-            date=date,
-            in_reply_to=c.in_reply_to,
-            references=c.references,
-            extra_headers=(*c.headers, ("X-AI-Generated", "true")),
-            attachments=self.attachment_files(c),
         )
+        return compose_outbound(text, box.display_name, date, self.attachment_files(record.content))
 
     def attachment_files(self, content: Content) -> list[mime.AttachmentData]:
         """An outbound message's attachments with their stored bytes, for ``compose``."""

@@ -29,7 +29,7 @@ from multimail.errors import (
     NotFound,
     Unauthenticated,
 )
-from multimail.mailflow import DKIM_SELECTORS, HOPS_HEADER, MailFlow, hops_of
+from multimail.mailflow import DKIM_SELECTORS, HOPS_HEADER, MailFlow, compose_outbound, hops_of
 from multimail.records import (
     Account,
     Attachment,
@@ -1300,22 +1300,9 @@ def _check_composable(content: Content, display_name: str | None, now: int) -> N
     a message that fails at delivery). An attachment's bytes cannot make a message
     unsendable (base64 is 7-bit in short lines), its name and type can: empty stand-ins
     keep this check cheap inside the transaction."""
+    stand_ins = [(a.filename, a.content_type, b"") for a in content.attachments]
     try:
-        mime.compose(
-            sender=content.sender,
-            display_name=display_name or None,
-            to=content.to,
-            cc=content.cc,
-            subject=content.subject,
-            body_text=content.body_text,
-            body_html=content.body_html,
-            message_id=content.message_id_header,
-            date=now,
-            in_reply_to=content.in_reply_to,
-            references=content.references,
-            extra_headers=content.headers,
-            attachments=[(a.filename, a.content_type, b"") for a in content.attachments],
-        )
+        compose_outbound(content, display_name, now, stand_ins)
     except ValueError as exc:
         raise InvalidValue("message", str(exc)) from None
 
