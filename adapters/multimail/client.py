@@ -281,6 +281,13 @@ def _error(response: httpx.Response) -> MultimailAPIError:
     return cls(status, code, detail, body)
 
 
+def _bytes(response: httpx.Response) -> bytes:
+    """A binary answer's body (a raw message, an attachment), or its error raised."""
+    if response.status_code >= 400:
+        raise _error(response)
+    return response.content
+
+
 def _parse(response: httpx.Response) -> Result:
     if response.status_code >= 400:
         raise _error(response)
@@ -1150,17 +1157,11 @@ class Client(_Operations[Result]):
 
     def get_raw_email(self, email_id: str) -> bytes:
         """The message exactly as received or sent (RFC 5322 bytes)."""
-        response = self._send(_raw_request(email_id))
-        if response.status_code >= 400:
-            raise _error(response)
-        return response.content
+        return _bytes(self._send(_raw_request(email_id)))
 
     def download_attachment(self, email_id: str, attachment_id: str) -> bytes:
         """One attachment's decoded bytes (ids from ``read_email``'s ``attachments``)."""
-        response = self._send(_attachment_request(email_id, attachment_id))
-        if response.status_code >= 400:
-            raise _error(response)
-        return response.content
+        return _bytes(self._send(_attachment_request(email_id, attachment_id)))
 
     def iter_mailboxes(self, limit: int = 50) -> Iterator[Result]:
         """Every mailbox, following ``next_cursor`` page by page."""
@@ -1264,17 +1265,11 @@ class AsyncClient(_Operations[Awaitable[Result]]):
 
     async def get_raw_email(self, email_id: str) -> bytes:
         """The message exactly as received or sent (RFC 5322 bytes)."""
-        response = await self._send(_raw_request(email_id))
-        if response.status_code >= 400:
-            raise _error(response)
-        return response.content
+        return _bytes(await self._send(_raw_request(email_id)))
 
     async def download_attachment(self, email_id: str, attachment_id: str) -> bytes:
         """One attachment's decoded bytes (ids from ``read_email``'s ``attachments``)."""
-        response = await self._send(_attachment_request(email_id, attachment_id))
-        if response.status_code >= 400:
-            raise _error(response)
-        return response.content
+        return _bytes(await self._send(_attachment_request(email_id, attachment_id)))
 
     async def iter_mailboxes(self, limit: int = 50) -> AsyncIterator[Result]:
         """Every mailbox, following ``next_cursor`` page by page."""
