@@ -109,10 +109,7 @@ def cmd_usage(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 def cmd_health(client: Client, args: argparse.Namespace, out: Output) -> int:
     result = client.health()
-    if out.as_json:
-        out.json(result.to_dict())
-    else:
-        out.line(f"{safe(result.get('status'))}: {safe(client.base_url)}")
+    out.done(result, f"{safe(result.get('status'))}: {safe(client.base_url)}")
     return OK
 
 
@@ -407,10 +404,7 @@ def cmd_contacts_add(client: Client, args: argparse.Namespace, out: Output) -> i
 
 def cmd_contacts_delete(client: Client, args: argparse.Namespace, out: Output) -> int:
     result = client.delete_contact(args.contact_id)
-    if out.as_json:
-        out.json(result.to_dict())
-    else:
-        out.line(f"deleted contact {safe(args.contact_id)}")
+    out.done(result, f"deleted contact {safe(args.contact_id)}")
     return OK
 
 
@@ -433,10 +427,7 @@ def cmd_suppression_add(client: Client, args: argparse.Namespace, out: Output) -
 
 def cmd_suppression_remove(client: Client, args: argparse.Namespace, out: Output) -> int:
     result = client.remove_suppression(args.address)
-    if out.as_json:
-        out.json(result.to_dict())
-    else:
-        out.line(f"{safe(args.address)} is no longer suppressed")
+    out.done(result, f"{safe(args.address)} is no longer suppressed")
     return OK
 
 

@@ -210,39 +210,35 @@ def cmd_request_upgrade(client: Client, args: argparse.Namespace, out: Output) -
 # --- mail -------------------------------------------------------------------------------
 
 
-def cmd_send(client: Client, args: argparse.Namespace, out: Output) -> int:
+def _message_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """What the body options (cli_parser._body_options) give send and reply alike."""
     body, markdown = _read_body(args)
+    return {
+        "body_text": body,
+        "body_html": _read_html(args),
+        "markdown": markdown,
+        "cc": args.cc,
+        "bcc": args.bcc,
+        "attachments": _attachments(args),
+        "dry_run": args.dry_run,
+        "idempotency_key": args.idempotency_key,
+    }
+
+
+def cmd_send(client: Client, args: argparse.Namespace, out: Output) -> int:
     result = client.send_email(
         args.mailbox_id,
         to=args.to,
         subject=args.subject,
-        body_text=body,
-        body_html=_read_html(args),
-        markdown=markdown,
-        cc=args.cc,
-        bcc=args.bcc,
         send_at=args.send_at,
-        attachments=_attachments(args),
-        dry_run=args.dry_run,
-        idempotency_key=args.idempotency_key,
+        **_message_fields(args),
     )
     return _sent(result, out)
 
 
 def cmd_reply(client: Client, args: argparse.Namespace, out: Output) -> int:
-    body, markdown = _read_body(args)
     result = client.reply_email(
-        args.mailbox_id,
-        email_id=args.email_id,
-        thread_id=args.thread_id,
-        body_text=body,
-        body_html=_read_html(args),
-        markdown=markdown,
-        cc=args.cc,
-        bcc=args.bcc,
-        attachments=_attachments(args),
-        dry_run=args.dry_run,
-        idempotency_key=args.idempotency_key,
+        args.mailbox_id, email_id=args.email_id, thread_id=args.thread_id, **_message_fields(args)
     )
     return _sent(result, out)
 
@@ -336,10 +332,7 @@ def cmd_wait(client: Client, args: argparse.Namespace, out: Output) -> int:
 
 def cmd_cancel(client: Client, args: argparse.Namespace, out: Output) -> int:
     result = client.cancel_message(args.email_id)
-    if out.as_json:
-        out.json(result.to_dict())
-    else:
-        out.line(f"{safe(result.get('email_id'))} is now {safe(result.get('status'))}")
+    out.done(result, f"{safe(result.get('email_id'))} is now {safe(result.get('status'))}")
     return OK
 
 

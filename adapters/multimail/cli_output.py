@@ -99,6 +99,11 @@ def when(value: object) -> str:
     return value.replace("T", " ")[:19]
 
 
+def _escape_c1(text: str) -> str:
+    """JSON escapes C0 controls; escape C1 too, so --json output is terminal-safe."""
+    return re.sub(r"[\x80-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 class Output:
     """Where results go: JSON for machines, rich tables for people."""
 
@@ -107,17 +112,21 @@ class Output:
 
     def json(self, data: Any, file: TextIO | None = None) -> None:
         """``data`` pretty-printed, on stdout (or ``file``)."""
-        text = json.dumps(data, indent=2, ensure_ascii=False)
-        # json escapes C0 controls; escape C1 too so --json output is terminal-safe.
-        print(re.sub(r"[\x80-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text), file=file)
+        print(_escape_c1(json.dumps(data, indent=2, ensure_ascii=False)), file=file)
 
     def line(self, text: str) -> None:
         print(text)
 
+    def done(self, result: Result, text: str) -> None:
+        """The API's answer as JSON, or ``text``: one line saying what happened."""
+        if self.as_json:
+            self.json(result.to_dict())
+        else:
+            self.line(text)
+
     def json_line(self, data: Any) -> None:
         """One compact JSON object on one line (JSON Lines), C1 controls escaped too."""
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        print(re.sub(r"[\x80-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text))
+        print(_escape_c1(json.dumps(data, ensure_ascii=False, separators=(",", ":"))))
 
     def flush(self) -> None:
         sys.stdout.flush()
