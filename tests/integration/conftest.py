@@ -204,11 +204,16 @@ def root(mm: Embedded) -> Iterator[Api]:
     api.close()
 
 
-def make_tenant(mm: Embedded, root: Api, oversight_email: str | None = None) -> Tenant:
-    """A new account (with its own admin key) created through the API."""
+def make_tenant(
+    mm: Embedded, root: Api, oversight_email: str | None = None, *, overseen: bool = True
+) -> Tenant:
+    """A new account (with its own admin key) created through the API; ``overseen`` gives
+    it an oversight address (``oversight_email``, else one of its own)."""
     name = unique()
-    ops = oversight_email or f"ops@{name}.example"
-    made = root.ok("POST", "/v1/accounts", {"name": name, "oversight_email": ops}, expect=201)
+    body = {"name": name}
+    if overseen:
+        body["oversight_email"] = oversight_email or f"ops@{name}.example"
+    made = root.ok("POST", "/v1/accounts", body, expect=201)
     admin = Api(mm.api_url, made["api_key"])
     return Tenant(
         mm, admin, made["account_id"], made["slug"], f"{made['slug']}.{mm.domain}", [admin]
@@ -227,6 +232,15 @@ def tenant(mm: Embedded, root: Api) -> Iterator[Tenant]:
 def other_tenant(mm: Embedded, root: Api) -> Iterator[Tenant]:
     """A second, unrelated account on the same server."""
     t = make_tenant(mm, root)
+    yield t
+    for api in t.apis:
+        api.close()
+
+
+@pytest.fixture
+def plain_tenant(mm: Embedded, root: Api) -> Iterator[Tenant]:
+    """An account without an oversight address: nothing is mailed to a reviewer."""
+    t = make_tenant(mm, root, overseen=False)
     yield t
     for api in t.apis:
         api.close()

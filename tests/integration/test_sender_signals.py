@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from multimail.embedded import Embedded, run_embedded
 from tests.dns_responder import Responder
-from tests.integration.conftest import Api, Tenant, eventually, unique
+from tests.integration.conftest import Tenant, eventually
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PEM = KEY.private_bytes(
@@ -57,15 +57,8 @@ def mm(responder: Responder) -> Iterator[Embedded]:
 
 
 @pytest.fixture
-def tenant(mm: Embedded) -> Iterator[Tenant]:
-    root = Api(mm.api_url, mm.admin_key)
-    made = root.ok("POST", "/v1/accounts", {"name": unique()}, expect=201)
-    admin = Api(mm.api_url, made["api_key"])
-    yield Tenant(
-        mm, admin, made["account_id"], made["slug"], f"{made['slug']}.{mm.domain}", [admin]
-    )
-    admin.close()
-    root.close()
+def tenant(plain_tenant: Tenant) -> Tenant:
+    return plain_tenant
 
 
 def message(sender: str, to: str, subject: str) -> bytes:

@@ -24,7 +24,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from multimail.embedded import Embedded, run_embedded
-from tests.integration.conftest import Api, Tenant, assert_problem, unique
+from tests.integration.conftest import Api, Tenant, assert_problem
 from tests.integration.conftest import eventually as _eventually
 
 
@@ -78,15 +78,8 @@ def mm() -> Iterator[Embedded]:
 
 
 @pytest.fixture
-def tenant(mm: Embedded) -> Iterator[Tenant]:
-    root = Api(mm.api_url, mm.admin_key)
-    made = root.ok("POST", "/v1/accounts", {"name": unique()}, expect=201)
-    admin = Api(mm.api_url, made["api_key"])
-    yield Tenant(
-        mm, admin, made["account_id"], made["slug"], f"{made['slug']}.{mm.domain}", [admin]
-    )
-    admin.close()
-    root.close()
+def tenant(plain_tenant: Tenant) -> Tenant:
+    return plain_tenant
 
 
 def deliver_mail(mm: Embedded, to: str, subject: str) -> None:
