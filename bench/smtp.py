@@ -463,8 +463,9 @@ class MultiMail:
 
 
 @contextlib.contextmanager
-def workdir(opts: Options, prefix: str) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=opts.base_dir))
+def workdir(base_dir: str | None, prefix: str) -> Iterator[Path]:
+    """A fresh directory under ``base_dir`` (None: the system's temp), removed after."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base_dir))
     try:
         yield path
     finally:
@@ -517,7 +518,7 @@ def inbound_sink(opts: Options) -> dict[str, Any]:
 
 
 def inbound_multimail(opts: Options) -> dict[str, Any]:
-    with workdir(opts, "bench-mm-") as tmp, MultiMail(tmp) as mm:
+    with workdir(opts.base_dir, "bench-mm-") as tmp, MultiMail(tmp) as mm:
         mm.smtp_banner()
         box = mm.create_mailbox("bench")
         warm = warmed_up(mm.smtp_port, opts, box["address"])
@@ -536,7 +537,7 @@ def latency_postfix(opts: Options, rate: float) -> Latency:
 
 
 def latency_multimail(opts: Options, rate: float) -> Latency:
-    with workdir(opts, "bench-mm-") as tmp, MultiMail(tmp) as mm:
+    with workdir(opts.base_dir, "bench-mm-") as tmp, MultiMail(tmp) as mm:
         mm.smtp_banner()
         rcpt = mm.create_mailbox("bench")["address"]
         warmed_up(mm.smtp_port, opts, rcpt)
@@ -572,7 +573,7 @@ def outbound_multimail(opts: Options) -> dict[str, Any]:
     n = opts.outbound_messages
     with (
         Sink(count=True, target=n) as sink,
-        workdir(opts, "bench-mm-") as tmp,
+        workdir(opts.base_dir, "bench-mm-") as tmp,
         MultiMail(tmp, relay_port=sink.port) as mm,
     ):
         box = mm.create_mailbox("outbound")

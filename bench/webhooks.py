@@ -37,15 +37,13 @@ import json
 import math
 import os
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -452,15 +450,6 @@ async def flood(port: int, rcpt: str, subjects: Sequence[str], sessions: int, si
 # --- the cases --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def workdir(opts: Options) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="bench-wh-", dir=opts.base_dir))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def attempt(results: dict[str, Any], name: str, case: Callable[[], dict[str, Any]]) -> None:
     """Run one case; record its dict or its "n/a" reason."""
     try:
@@ -590,7 +579,7 @@ def server_cases(opts: Options, receiver: Receiver, results: dict[str, Any]) -> 
     """Peak, latency and throughput against one server; returns the signature check."""
     names = ("peak_inbound", "webhook_latency", "webhook_latency_light", "webhook_throughput")
     try:
-        with workdir(opts) as tmp, Server(tmp) as server:
+        with smtp.workdir(opts.base_dir, "bench-wh-") as tmp, Server(tmp) as server:
             box = server.create_mailbox(receiver.url)
             secret = box.get("webhook_secret")
             if not box.get("address") or not secret:
